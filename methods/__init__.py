@@ -1,0 +1,16 @@
+"""The method registry: the one list of methods that the CLI, suites and tests read."""
+from methods.backprop import Backprop
+from methods.base import Method, MethodConfig
+from methods.embeddings import EMBEDDINGS
+from methods.noprop_dt import NoPropDT
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, Backprop)}
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}'; valid methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "EMBEDDINGS", "Method", "MethodConfig", "get_method"]

@@ -1,0 +1,96 @@
+"""Suites are small TOML files in bench/suites/; a suite expands into cells
+(method x dataset x embedding x seed), each with its full method config."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.data import get_spec
+from methods import get_method
+from methods.embeddings import check_embedding
+
+SUITE_DIR = Path(__file__).resolve().parent / "suites"
+SUITE_KEYS = {"description", "methods", "datasets", "embeddings", "seeds", "inference_runs",
+              "train_limit", "test_limit", "config"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    suite: str
+    method: str
+    dataset: str
+    seed: int
+    config: object  # the method's Config dataclass, embedding included
+    train_limit: int | None = None
+    test_limit: int | None = None
+    inference_runs: int = 1
+
+    @property
+    def embedding(self) -> str:
+        return self.config.embedding
+
+    def as_dict(self) -> dict:
+        return {"suite": self.suite, "method": self.method, "dataset": self.dataset, "seed": self.seed,
+                "train_limit": self.train_limit, "test_limit": self.test_limit,
+                "inference_runs": self.inference_runs, "config": dataclasses.asdict(self.config)}
+
+    @property
+    def id(self) -> str:
+        """A short stable hash of everything that defines the cell's results."""
+        key = {k: v for k, v in self.as_dict().items() if k != "suite"}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        return f"{self.method}/{self.dataset}/{self.embedding}/seed{self.seed}"
+
+
+def available_suites() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SUITE_DIR.glob("*.toml"))}
+
+
+def load_suite(name: str) -> dict:
+    suites = available_suites()
+    if name not in suites:
+        raise ValueError(f"unknown suite '{name}'; valid suites: {', '.join(suites)} "
+                         f"(see `python run_bench.py --list`)")
+    path = suites[name]
+    try:
+        suite = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML ({e})") from None
+    unknown = sorted(set(suite) - SUITE_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SUITE_KEYS))}")
+    return suite
+
+
+def expand(name: str, suite: dict) -> list[Cell]:
+    """All cells of a (possibly overridden) suite, validated before anything runs."""
+    for key in ("methods", "datasets", "embeddings", "seeds"):
+        if not suite.get(key):
+            raise ValueError(f"suite '{name}' has no {key}")
+    for d in suite["datasets"]:
+        get_spec(d)
+    for e in suite["embeddings"]:
+        check_embedding(e)
+    runs = suite.get("inference_runs", 1)
+    if not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"inference_runs must be a positive integer, got {runs!r}")
+    for key in ("train_limit", "test_limit"):
+        v = suite.get(key)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"{key} must be a positive number of images, got {v!r}")
+    cells = []
+    for method in suite["methods"]:
+        cls = get_method(method)
+        for dataset in suite["datasets"]:
+            for embedding in suite["embeddings"]:
+                config = cls.default_config(dataset, **{**suite.get("config", {}), "embedding": embedding})
+                for seed in suite["seeds"]:
+                    cells.append(Cell(name, method, dataset, int(seed), config, suite.get("train_limit"),
+                                      suite.get("test_limit"), runs))
+    return cells

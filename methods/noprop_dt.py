@@ -1,0 +1,97 @@
+"""NoProp-DT (reference sections 1, 2, 5, 6, 7): T independent blocks, one linear head, one W_Embed.
+
+Training (Algorithm 1, Eq. 8): an epoch is T sequential passes over the data, pass t training block t
+on its own loss; no gradient crosses blocks. Per minibatch, with u_y = W_Embed[y]:
+  z_{t-1} ~ q(z_{t-1} | y) = N(sqrt(ab_{t-1}) u_y, 1 - ab_{t-1})         (Eq. 8's expectation; Algorithm
+                                                                         1's "z_t" is the index slip)
+  u_hat   = softmax(block_t(z_{t-1}, x)) @ W_Embed                      (section 5)
+  z_T     ~ q(z_T | y) = N(sqrt(ab_T) u_y, 1 - ab_T)                     (a noised label, not a block output)
+  L_t = CE(head(z_T), y) + KL(q(z_0|y) || N(0, I)) + (T/2) eta (SNR(t) - SNR(t-1)) ||u_hat - u_y||^2
+Inference (Eq. 3): z_0 ~ N(0, I); z_t = a_t u_hat_t(z_{t-1}, x) + b_t z_{t-1} + sqrt(c_t) eps; scores = head(z_T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.base import Method, MethodConfig
+from methods.embeddings import LabelEmbedding
+from methods.nets import DTBlock
+from methods.schedules import DiscreteSchedule, cosine_alpha_bar
+
+
+@dataclass
+class DTConfig(MethodConfig):
+    eta: float = 0.1               # weight of the SNR-weighted denoising term (Table 3)
+    cosine_s: float = 0.008        # offset of the cosine schedule (our choice, see schedules.py)
+    alpha_bar_min: float = 1e-3    # clip of alpha_bar_0 (our choice)
+    alpha_bar_max: float = 0.999   # clip of alpha_bar_T (our choice)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.eta >= 0:
+            raise ValueError(f"config 'eta' must be >= 0, got {self.eta!r}")
+        cosine_alpha_bar(self.timesteps, self.cosine_s, self.alpha_bar_min, self.alpha_bar_max)
+
+
+def kl_to_standard_normal(u: torch.Tensor, alpha_bar_0: torch.Tensor) -> torch.Tensor:
+    """KL(N(sqrt(ab0) u, (1 - ab0) I) || N(0, I)) per row [derived; the paper prints no closed form]."""
+    d = u.shape[1]
+    return 0.5 * (alpha_bar_0 * u.pow(2).sum(1) - d * alpha_bar_0 - d * torch.log1p(-alpha_bar_0))
+
+
+class NoPropDT(Method):
+    name = "noprop-dt"
+    summary = "NoProp-DT: T blocks, each trained alone as a denoiser of the label embedding (Eq. 8)"
+    default_solver = "ancestral"  # Eq. 3
+    Config = DTConfig
+    TABLE3 = {"mnist": {"epochs": 100}, "cifar10": {"epochs": 150}, "cifar100": {"epochs": 150}}
+
+    def __init__(self, spec, config: DTConfig, device="cpu", train=None):
+        super().__init__(spec, config, device)
+        T, m = config.timesteps, spec.num_classes
+        protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
+        self.embed = LabelEmbedding(config.embedding, m, spec.image_dim, *protos)
+        self.blocks = nn.ModuleList(DTBlock(spec.image_shape, self.embed.dim, m) for _ in range(T))
+        self.head = nn.Linear(self.embed.dim, m)  # p_hat_theta_out: linear + softmax (Eq. 14)
+        sched = DiscreteSchedule(cosine_alpha_bar(T, config.cosine_s, config.alpha_bar_min, config.alpha_bar_max))
+        for key in ("alpha_bar", "snr", "a", "b", "c"):
+            self.register_buffer(key, getattr(sched, key).float())
+        self.to(self.device)
+
+    @classmethod
+    def num_stages(cls, config: DTConfig) -> int:
+        return config.timesteps
+
+    def stages(self) -> list[int]:
+        return list(range(1, self.config.timesteps + 1))  # Algorithm 1: block t trained in pass t
+
+    def noised_label(self, u: torch.Tensor, t: int) -> torch.Tensor:
+        """A sample of q(z_t | y) = N(sqrt(ab_t) u_y, 1 - ab_t)."""
+        ab = self.alpha_bar[t]
+        return ab.sqrt() * u + (1 - ab).sqrt() * torch.randn_like(u)
+
+    def denoise(self, t: int, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """u_hat_t(z_{t-1}, x) = softmax(logits) @ W_Embed: a convex combination of class embeddings."""
+        return self.blocks[t - 1](z, x).softmax(dim=1) @ self.embed.weight
+
+    def loss(self, x, y, t: int):
+        T, cfg = self.config.timesteps, self.config
+        u = self.embed(y)
+        mse = (self.denoise(t, self.noised_label(u, t - 1), x) - u).pow(2).sum(1).mean()
+        ce = F.cross_entropy(self.head(self.noised_label(u, T)), y)
+        kl = kl_to_standard_normal(u, self.alpha_bar[0]).mean()
+        weight = 0.5 * T * cfg.eta * (self.snr[t] - self.snr[t - 1])
+        loss = ce + kl + weight * mse
+        return loss, {"ce": ce.detach(), "kl": kl.detach(), "mse": mse.detach()}
+
+    @torch.no_grad()
+    def predict(self, x, steps=None, solver=None):
+        self.check_inference(steps, solver)
+        z = torch.randn(len(x), self.embed.dim, device=x.device)
+        for t in range(1, self.config.timesteps + 1):
+            z = self.a[t] * self.denoise(t, z, x) + self.b[t] * z + self.c[t].sqrt() * torch.randn_like(z)
+        return self.head(z)
