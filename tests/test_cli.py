@@ -1,0 +1,134 @@
+"""run_bench.py in-process: files written, determinism, and every error path a user can hit."""
+import importlib.metadata
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import run_bench
+from bench.results import COLUMNS, TIMING_COLUMNS
+from methods import METHODS
+
+TINY = ["--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]
+
+
+def run(argv):
+    return run_bench.main([str(a) for a in argv])
+
+
+def test_tiny_run_writes_tidy_rows_and_metadata(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["--suite", "ci", *TINY, "--epochs", "2", "--inference-runs", "2", "--seeds", "3", "--out", out]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert list(df.columns) == COLUMNS
+    # 2 methods x 2 epochs x 1 evaluation setting x 2 inference runs
+    assert len(df) == 8
+    assert set(df["method"]) == {"noprop-dt", "backprop"} and set(df["seed"]) == {3}
+    assert sorted(df["inference_run"].unique()) == [0, 1] and sorted(df["epoch"].unique()) == [1, 2]
+    assert df["test_acc"].between(0, 100).all() and (df["train_time_s"] > 0).all()
+    first, second = (df[(df.method == "noprop-dt") & (df.epoch == e)].iloc[0] for e in (1, 2))
+    assert second["cum_train_time_s"] == pytest.approx(first["train_time_s"] + second["train_time_s"])
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["suite"] == "ci" and meta["finished"] and meta["failed"] == {}
+    assert {"revision", "dirty"} <= set(meta["git"])
+    assert meta["packages"]["torch"] == importlib.metadata.version("torch")
+    assert meta["device"]["type"] == "cpu" and meta["command"][1:3] == ["--suite", "ci"]
+    assert set(meta["cells"]) == set(df["cell_id"])
+    cell = next(iter(meta["cells"].values()))
+    assert cell["config"]["epochs"] == 2 and cell["train_limit"] == 200
+    summary = capsys.readouterr().out
+    assert "noprop-dt" in summary and "backprop" in summary and "test_acc" in summary
+
+
+def test_same_seed_twice_gives_identical_rows(tmp_path):
+    frames = []
+    for name in ("a", "b"):
+        assert run(["--suite", "ci", *TINY, "--out", tmp_path / name]) == 0
+        frames.append(pd.read_csv(tmp_path / name / "results.csv").drop(columns=TIMING_COLUMNS))
+    pd.testing.assert_frame_equal(*frames)
+
+
+def test_another_seed_gives_other_rows(tmp_path):
+    accs = []
+    for seed in (0, 1):
+        assert run(["--suite", "ci", *TINY, "--methods", "noprop-dt", "--seeds", seed, "--out", tmp_path / str(seed)]) == 0
+        accs.append(pd.read_csv(tmp_path / str(seed) / "results.csv")["train_loss"].item())
+    assert accs[0] != accs[1]
+
+
+def test_default_suite_runs_on_real_mnist(tmp_path):
+    """The README's main command, on a tiny subset: real MNIST is fetched (offline source) and used."""
+    out = tmp_path / "q"
+    assert run(["--train-limit", "256", "--test-limit", "100", "--no-progress", "--out", out]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["dataset"]) == {"mnist"} and set(df["n_train"]) == {256} and set(df["suite"]) == {"quick"}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--methods", "dfa"], "unknown method 'dfa'; valid methods: noprop-dt, backprop"),
+    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, quick"),
+    (["--embeddings", "dim=20"], "unknown embedding 'dim=20'; valid embeddings: one-hot, dim20, prototype"),
+    (["--datasets", "svhn"], "unknown data set 'svhn'; valid data sets: mnist"),
+    (["--set", "learning_rate=1"], "unknown config key(s) learning_rate for method 'noprop-dt'; valid keys:"),
+    (["--set", "lr=-1"], "config 'lr' must be > 0, got -1"),
+    (["--device", "tpu"], "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
+], ids=["method", "suite", "embedding", "dataset", "config-key", "config-value", "device"])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, argv, message):
+    assert run([*argv, "--out", tmp_path / "x"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert run(["--device", "cuda", "--out", tmp_path / "x"]) == 2
+    assert "CUDA is not available here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--seeds", "a"], ["--train-limit", "-3"], ["--set", "lr"]])
+def test_malformed_options_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(argv)
+    assert e.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_existing_results_are_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "results.csv").write_text("precious\n")
+    assert run(["--suite", "ci", *TINY, "--out", out]) == 2
+    assert "already exists; pass a new --out" in capsys.readouterr().err
+    assert (out / "results.csv").read_text() == "precious\n"
+
+
+def test_a_diverging_cell_is_reported_and_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
+    cls = METHODS["backprop"]
+    calls = {"n": 0}
+    original = cls.loss
+
+    def loss_that_diverges_in_epoch_2(self, x, y, stage):
+        calls["n"] += 1
+        loss, terms = original(self, x, y, stage)
+        return (loss * float("nan"), terms) if calls["n"] > 2 else (loss, terms)  # 2 steps per epoch
+
+    monkeypatch.setattr(cls, "loss", loss_that_diverges_in_epoch_2)
+    out = tmp_path / "div"
+    argv = ["--suite", "ci", "--datasets", "digits", "--train-limit", "200", "--test-limit", "50",
+            "--set", "batch_size=100", "--epochs", "3", "--no-progress", "--out", out]
+    assert run(argv) == 1
+    err = capsys.readouterr().err
+    assert "backprop/digits/one-hot/seed0 diverged in epoch 2" in err and "lower learning rate" in err
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df[df.method == "backprop"]["epoch"]) == [1]
+    assert sorted(df[df.method == "noprop-dt"]["epoch"]) == [1, 2, 3]  # the other cell still ran
+    meta = json.loads((out / "metadata.json").read_text())
+    assert list(meta["failed"].values())[0].startswith("backprop/digits/one-hot/seed0 diverged")
+
+
+def test_list_shows_suites_methods_datasets_and_embeddings(capsys):
+    assert run(["--list"]) == 0
+    text = capsys.readouterr().out
+    for word in ("quick", "ci", *METHODS, "cifar100", "prototype"):
+        assert word in text

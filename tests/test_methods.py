@@ -1,0 +1,92 @@
+"""One contract test per registered method x embedding, and the config rules every method shares."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from methods import EMBEDDINGS, METHODS, get_method
+from methods.base import TABLE3_DATASETS
+
+
+@pytest.mark.parametrize("embedding", EMBEDDINGS)
+@pytest.mark.parametrize("name", METHODS)
+def test_contract(digits, name, embedding):
+    cls = METHODS[name]
+    config = cls.default_config("digits", embedding=embedding, epochs=1)
+    m = cls(digits.spec, config, "cpu", train=digits.train)
+    opt = m.make_optimizer()
+    m.train()
+    stages = m.stages()
+    assert len(stages) == cls.num_stages(config)
+    x, y = next(digits.train.batches(32, shuffle=True))
+    for stage in stages[:2]:
+        opt.zero_grad(set_to_none=True)
+        loss, terms = m.loss(x, y, stage)
+        assert loss.ndim == 0 and math.isfinite(loss.item())
+        assert all(v.ndim == 0 and not v.requires_grad for v in terms.values())
+        loss.backward()
+        opt.step()
+    m.eval()
+    for steps, solver in m.eval_settings():
+        scores = m.predict(x, steps=steps, solver=solver)
+        assert scores.shape == (32, digits.spec.num_classes) and torch.isfinite(scores).all()
+    counts = m.param_counts()
+    assert 0 < counts["params_trainable"] <= counts["params_total"]
+    expected_dim = {"one-hot": 10, "dim20": 20, "prototype": 64}[embedding]
+    assert m.embed.dim == expected_dim
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_discrete_methods_reject_step_counts_and_solvers_clearly(digits, name):
+    m = METHODS[name](digits.spec, METHODS[name].default_config("digits"), "cpu").eval()
+    x, _ = next(digits.test.batches(4, shuffle=False))
+    with pytest.raises(ValueError, match="runs exactly 10 steps; steps=5 is not possible"):
+        m.predict(x, steps=5)
+    with pytest.raises(ValueError, match="solver='rk4' is not available"):
+        m.predict(x, solver="rk4")
+    assert m.predict(x, steps=10).shape == (4, 10)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_table3_defaults(name):
+    cls = METHODS[name]
+    mnist, c10, c100 = (cls.default_config(d) for d in TABLE3_DATASETS)
+    assert (mnist.batch_size, mnist.lr, mnist.weight_decay, mnist.optimizer) == (128, 1e-3, 1e-3, "adamw")
+    assert (mnist.epochs, c10.epochs, c100.epochs) == (100, 150, 150)
+    assert mnist.timesteps == 10
+    assert cls.default_config("fashion-mnist") == mnist  # no Table 3 row: MNIST's
+    if name == "noprop-dt":
+        assert mnist.eta == 0.1
+
+
+def test_unknown_config_key_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) learning_rate .* valid keys: .*\blr\b"):
+        METHODS["noprop-dt"].default_config("mnist", learning_rate=0.1)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("lr", 0.0, "'lr' must be > 0"), ("epochs", 0, "'epochs' must be a positive integer"),
+    ("batch_size", 1.5, "'batch_size' must be a positive integer"), ("embedding", "dim=20", "valid embeddings"),
+    ("optimizer", "sgd", "unknown optimizer 'sgd'; valid: adamw, adam"), ("eta", -1.0, "'eta' must be >= 0"),
+])
+def test_bad_config_values_are_rejected(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        METHODS["noprop-dt"].default_config("mnist", **{key: value})
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown method 'dfa'; valid methods: " + ", ".join(METHODS)):
+        get_method("dfa")
+
+
+def test_prototype_embedding_starts_at_the_class_medoids(digits):
+    m = METHODS["noprop-dt"](digits.spec, METHODS["noprop-dt"].default_config("digits", embedding="prototype"),
+                             "cpu", train=digits.train)
+    x = digits.train.normalise(digits.train.images).flatten(1)
+    for c in (0, 7):
+        xc = x[digits.train.labels == c]
+        d = torch.cdist(xc, xc)
+        n = len(xc)
+        medians = torch.stack([d[i][torch.arange(n) != i].median() for i in range(n)])
+        assert torch.equal(m.embed.weight[c], xc[medians.argmin()])
