@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import Method, MethodConfig
-from methods.embeddings import LabelEmbedding
-from methods.nets import DTBlock
+from methods.nets import discrete_model
 
 
 @dataclass
@@ -38,12 +37,8 @@ class Backprop(Method):
 
     def __init__(self, spec, config: BackpropConfig, device="cpu", train=None):
         super().__init__(spec, config, device)
-        T, m = config.timesteps, spec.num_classes
-        protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
-        self.embed = LabelEmbedding(config.embedding, m, spec.image_dim, *protos)
-        self.blocks = nn.ModuleList(DTBlock(spec.image_shape, self.embed.dim, m) for _ in range(T))
-        self.head = nn.Linear(self.embed.dim, m)
-        self.w = nn.Parameter(torch.full((T,), math.atanh(config.a_init)))
+        self.embed, self.blocks, self.head = discrete_model(spec, config, train)
+        self.w = nn.Parameter(torch.full((config.timesteps,), math.atanh(config.a_init)))
         self.to(self.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ the epoch (CUDA-synchronised on GPU) and nothing else: evaluation is outside the
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch

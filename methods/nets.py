@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from methods.embeddings import LabelEmbedding
+
 
 def conv_stack(in_channels: int) -> nn.Sequential:
     """conv32-ReLU-pool-drop, conv64-ReLU-drop (no pool), conv128-ReLU-pool-drop, flatten."""
@@ -69,3 +71,15 @@ class DTBlock(nn.Module):
         else:
             hx, hz = self.image_fc(self.conv(x)), self.label_path(z)
         return self.head(torch.cat([hx, hz], dim=1))
+
+
+def discrete_model(spec, config, train=None) -> tuple[LabelEmbedding, nn.ModuleList, nn.Linear]:
+    """W_Embed, T Figure-6-left blocks and the linear head p_hat_theta_out (NoProp-DT and back-prop).
+
+    `train` (a bench.data.Split) is needed only to initialise prototype embeddings.
+    """
+    m = spec.num_classes
+    protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
+    embed = LabelEmbedding(config.embedding, m, spec.image_dim, *protos)
+    blocks = nn.ModuleList(DTBlock(spec.image_shape, embed.dim, m) for _ in range(config.timesteps))
+    return embed, blocks, nn.Linear(embed.dim, m)

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from methods.base import Method, MethodConfig
-from methods.embeddings import LabelEmbedding
-from methods.nets import DTBlock
+from methods.nets import discrete_model
 from methods.schedules import DiscreteSchedule, cosine_alpha_bar
 
 
@@ -52,11 +50,8 @@ class NoPropDT(Method):
 
     def __init__(self, spec, config: DTConfig, device="cpu", train=None):
         super().__init__(spec, config, device)
-        T, m = config.timesteps, spec.num_classes
-        protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
-        self.embed = LabelEmbedding(config.embedding, m, spec.image_dim, *protos)
-        self.blocks = nn.ModuleList(DTBlock(spec.image_shape, self.embed.dim, m) for _ in range(T))
-        self.head = nn.Linear(self.embed.dim, m)  # p_hat_theta_out: linear + softmax (Eq. 14)
+        T = config.timesteps
+        self.embed, self.blocks, self.head = discrete_model(spec, config, train)  # head: Eq. 14
         sched = DiscreteSchedule(cosine_alpha_bar(T, config.cosine_s, config.alpha_bar_min, config.alpha_bar_max))
         for key in ("alpha_bar", "snr", "a", "b", "c"):
             self.register_buffer(key, getattr(sched, key).float())

@@ -1,7 +1,5 @@
 """Data readers on generated files of the real formats, the lookup chain and its error paths."""
 import gzip
-import io
-import pickle
 import zipfile
 
 import numpy as np
@@ -10,7 +8,7 @@ import torch
 
 from bench import sources
 from bench.data import DATASETS, load_data
-from bench.sources import DataError, DataNotFoundError, idx_bytes, read_idx
+from bench.sources import DataError, DataNotFoundError, idx_bytes
 from tests.conftest import py2_pickle, write_cifar, write_idx_dataset
 
 

@@ -1,5 +1,4 @@
 """One contract test per registered method x embedding, and the config rules every method shares."""
-import dataclasses
 import math
 
 import pytest

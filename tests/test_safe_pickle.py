@@ -9,7 +9,6 @@ import pytest
 
 from bench import safe_pickle
 from bench.data import load_data
-from bench.sources import DataError
 from tests.conftest import py2_pickle, write_cifar
 
 
