@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=_positive, help="train on a fixed seeded subset of this many images")
     p.add_argument("--test-limit", type=_positive, help="test on a fixed seeded subset of this many images")
     p.add_argument("--inference-runs", type=_positive, help="repeats of stochastic inference (paper: 5)")
+    p.add_argument("--inference-steps", type=_ints, help="after the last epoch, also evaluate continuous-time "
+                                                         "methods at these step counts, e.g. 2,5,10,20,50,100")
+    p.add_argument("--solvers", type=_csv, help="after the last epoch, also evaluate with these solvers "
+                                                "(ancestral, euler, midpoint, heun2, rk4)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="override a method config value for every cell, e.g. --set lr=5e-4 (repeatable)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
@@ -95,7 +99,7 @@ def suite_with_overrides(args) -> dict:
     suite = load_suite(args.suite)
     if args.methods:
         suite["methods"] = list(METHODS) if args.methods == ["all"] else args.methods
-    for key in ("datasets", "embeddings", "seeds"):
+    for key in ("datasets", "embeddings", "seeds", "inference_steps", "solvers"):
         if getattr(args, key):
             suite[key] = getattr(args, key)
     for key in ("train_limit", "test_limit", "inference_runs"):

@@ -18,7 +18,7 @@ from bench.files import atomic_write_bytes
 
 COLUMNS = [
     "suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch",
-    "inference_steps", "solver", "inference_run", "test_acc", "eval_time_s",
+    "inference_steps", "solver", "inference_run", "nfe", "test_acc", "eval_time_s",
     "train_loss", "loss_ce", "loss_kl", "loss_mse", "train_time_s", "cum_train_time_s",
     "peak_mem_bytes", "mem_kind", "n_train", "n_test", "params_trainable", "device",
 ]

@@ -49,9 +49,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def eval_settings(method, cell: Cell, final: bool) -> list[tuple[int, str]]:
+    """(steps, solver) pairs to evaluate: the method's defaults every epoch, plus the requested step
+    counts x solvers after the last epoch (continuous methods; one trained model, no retraining)."""
+    settings = list(method.eval_settings())
+    if final and method.continuous and (cell.inference_steps or cell.solvers):
+        for solver in cell.solvers or (method.default_solver,):
+            if solver not in method.solvers:
+                continue  # e.g. 'ancestral' asked for, but this method has no such rule
+            for steps in cell.inference_steps or (method.config.timesteps,):
+                if (steps, solver) not in settings:
+                    settings.append((steps, solver))
+    return settings
+
+
 @torch.no_grad()
-def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float]:
-    """Test accuracy (%) of one inference run and its synchronised wall time.
+def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int | None]:
+    """Test accuracy (%) of one inference run, its synchronised wall time, and NFE per image.
 
     The run's noise comes from its own seed in a forked RNG, so evaluating more settings never changes
     the training trajectory.
@@ -66,7 +80,7 @@ def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float]:
             for x, y in split.batches(EVAL_BATCH, shuffle=False):
                 correct += (method.predict(x, steps=steps, solver=solver).argmax(1) == y).sum()
             acc = 100.0 * correct.item() / len(split)
-    return acc, clock.last
+    return acc, clock.last, method.last_nfe
 
 
 def train_epoch(method, optimizer, data: DeviceData, batch_size: int, bar) -> dict[str, float]:
@@ -109,11 +123,11 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
                              f"epochs are kept. Try a lower learning rate (--set lr=...) or another seed.")
             return outcome
         rows = []
-        for steps, solver in method.eval_settings():
-            for run in range(cell.inference_runs):
-                acc, eval_time = evaluate(method, data.test, steps, solver, seed=_eval_seed(cell.seed, epoch, run))
+        for steps, solver in eval_settings(method, cell, final=epoch == cell.config.epochs):
+            for run in range(cell.inference_runs if method.stochastic else 1):
+                acc, eval_time, nfe = evaluate(method, data.test, steps, solver, seed=_eval_seed(cell.seed, epoch, run))
                 rows.append({**base, "epoch": epoch, "inference_steps": steps, "solver": solver,
-                             "inference_run": run, "test_acc": acc, "eval_time_s": eval_time,
+                             "inference_run": run, "nfe": nfe, "test_acc": acc, "eval_time_s": eval_time,
                              "train_loss": losses["loss"], "loss_ce": losses.get("ce"),
                              "loss_kl": losses.get("kl"), "loss_mse": losses.get("mse"),
                              "train_time_s": clock.last, "cum_train_time_s": clock.total,

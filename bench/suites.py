@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.data import get_spec
-from methods import get_method
+from methods import METHODS, get_method
 from methods.embeddings import check_embedding
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_KEYS = {"description", "methods", "datasets", "embeddings", "seeds", "inference_runs",
-              "train_limit", "test_limit", "config"}
+              "train_limit", "test_limit", "inference_steps", "solvers", "config"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Cell:
     train_limit: int | None = None
     test_limit: int | None = None
     inference_runs: int = 1
+    inference_steps: tuple[int, ...] = ()  # extra step counts evaluated after the last epoch
+    solvers: tuple[str, ...] = ()          # extra solvers evaluated after the last epoch
 
     @property
     def embedding(self) -> str:
@@ -36,7 +38,8 @@ class Cell:
     def as_dict(self) -> dict:
         return {"suite": self.suite, "method": self.method, "dataset": self.dataset, "seed": self.seed,
                 "train_limit": self.train_limit, "test_limit": self.test_limit,
-                "inference_runs": self.inference_runs, "config": dataclasses.asdict(self.config)}
+                "inference_runs": self.inference_runs, "inference_steps": list(self.inference_steps),
+                "solvers": list(self.solvers), "config": dataclasses.asdict(self.config)}
 
     @property
     def id(self) -> str:
@@ -84,13 +87,34 @@ def expand(name: str, suite: dict) -> list[Cell]:
         v = suite.get(key)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"{key} must be a positive number of images, got {v!r}")
+    steps, solvers = tuple(suite.get("inference_steps", ())), tuple(suite.get("solvers", ()))
+    classes = [get_method(m) for m in suite["methods"]]
+    check_sweep(steps, solvers, classes)
+    config = suite.get("config", {})
+    common = {k: v for k, v in config.items() if not isinstance(v, dict)}
+    stray = sorted(k for k, v in config.items() if isinstance(v, dict) and k not in METHODS)
+    if stray:
+        raise ValueError(f"suite '{name}': [config.{stray[0]}] names no method; valid methods: {', '.join(METHODS)}")
     cells = []
-    for method in suite["methods"]:
-        cls = get_method(method)
+    for cls in classes:
+        # [config.METHOD] tables override the common [config] values for that method only
+        overrides = {**common, **config.get(cls.name, {})}
         for dataset in suite["datasets"]:
             for embedding in suite["embeddings"]:
-                config = cls.default_config(dataset, **{**suite.get("config", {}), "embedding": embedding})
+                cfg = cls.default_config(dataset, **{**overrides, "embedding": embedding})
                 for seed in suite["seeds"]:
-                    cells.append(Cell(name, method, dataset, int(seed), config, suite.get("train_limit"),
-                                      suite.get("test_limit"), runs))
+                    cells.append(Cell(name, cls.name, dataset, int(seed), cfg, suite.get("train_limit"),
+                                      suite.get("test_limit"), runs, steps, solvers))
     return cells
+
+
+def check_sweep(steps: tuple, solvers: tuple, classes: list) -> None:
+    """Step counts and solvers must make sense for at least the continuous methods asked for."""
+    from methods.continuous import check_steps
+    for k in steps:
+        check_steps(k, "--inference-steps")
+    known = sorted({s for cls in classes for s in cls.solvers})
+    for s in solvers:
+        if s not in known:
+            raise ValueError(f"unknown solver '{s}' for methods {', '.join(c.name for c in classes)}; "
+                             f"valid solvers: {', '.join(known) or 'none (no continuous-time method)'}")

@@ -2,9 +2,14 @@
 from methods.backprop import Backprop
 from methods.base import Method, MethodConfig
 from methods.embeddings import EMBEDDINGS
+from methods.neural_ode import Adjoint, BackpropODE
+from methods.noprop_ct import NoPropCT
 from methods.noprop_dt import NoPropDT
+from methods.noprop_fm import NoPropFM
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, Backprop)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (NoPropDT, Backprop, NoPropCT, NoPropFM, Adjoint, BackpropODE)
+}
 
 
 def get_method(name: str) -> type[Method]:

@@ -55,4 +55,5 @@ class Backprop(Method):
     @torch.no_grad()
     def predict(self, x, steps=None, solver=None):
         self.check_inference(steps, solver)
+        self.last_nfe = self.config.timesteps
         return self(x)

@@ -12,8 +12,10 @@ Required hooks
                            not touch keeps grad None and is left alone by the optimiser (this is how a
                            NoProp-DT pass updates only its block, the head and W_Embed). `terms` are
                            detached scalars logged as epoch means (no host sync per step).
-  predict(x, steps, solver)  class scores [B, m]. Discrete methods accept steps=None or their T and
-                           solver=None or their one rule, and reject anything else.
+  predict(x, steps, solver)  class scores [B, m], and sets `last_nfe` (network evaluations per image).
+                           Continuous methods take any step count from 1 to 1000 and any of their
+                           `solvers`; discrete methods accept steps=None or their T and solver=None or
+                           their one rule, and reject anything else.
 Optional hooks
   make_optimizer()         default: Table 3's optimiser over all trainable parameters.
   eval_settings()          the (steps, solver) pairs evaluated by default; default [(T, default_solver)].
@@ -68,6 +70,7 @@ class Method(nn.Module):
     continuous: ClassVar[bool] = False
     stochastic: ClassVar[bool] = True   # predict() samples noise, so inference runs are repeated
     default_solver: ClassVar[str]
+    solvers: ClassVar[tuple[str, ...]] = ()  # inference rules predict() accepts; default: (default_solver,)
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     TABLE3: ClassVar[dict[str, dict]] = {}  # per data set: the Table 3 values that differ from Config
 
@@ -75,6 +78,7 @@ class Method(nn.Module):
         super().__init__()
         config.validate()
         self.spec, self.config, self.device = spec, config, torch.device(device)
+        self.last_nfe: int | None = None
 
     @classmethod
     def default_config(cls, dataset: str, **overrides) -> MethodConfig:
@@ -123,6 +127,11 @@ class Method(nn.Module):
         if solver is not None and solver != self.default_solver:
             raise ValueError(f"{self.name} has one inference rule, '{self.default_solver}'; "
                              f"solver='{solver}' is not available")
+
+    def check_solver(self, solver: str) -> None:
+        valid = self.solvers or (self.default_solver,)
+        if solver not in valid:
+            raise ValueError(f"{self.name} has no solver '{solver}'; valid solvers: {', '.join(valid)}")
 
     def param_counts(self) -> dict[str, int]:
         return {"params_total": sum(p.numel() for p in self.parameters()),

@@ -89,4 +89,5 @@ class NoPropDT(Method):
         z = torch.randn(len(x), self.embed.dim, device=x.device)
         for t in range(1, self.config.timesteps + 1):
             z = self.a[t] * self.denoise(t, z, x) + self.b[t] * z + self.c[t].sqrt() * torch.randn_like(z)
+        self.last_nfe = self.config.timesteps
         return self.head(z)

@@ -66,7 +66,7 @@ def test_default_suite_runs_on_real_mnist(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--methods", "dfa"], "unknown method 'dfa'; valid methods: noprop-dt, backprop"),
+    (["--methods", "dfa"], "unknown method 'dfa'; valid methods: " + ", ".join(METHODS)),
     (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, quick"),
     (["--embeddings", "dim=20"], "unknown embedding 'dim=20'; valid embeddings: one-hot, dim20, prototype"),
     (["--datasets", "svhn"], "unknown data set 'svhn'; valid data sets: mnist"),

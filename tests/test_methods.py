@@ -12,7 +12,8 @@ from methods.base import TABLE3_DATASETS
 @pytest.mark.parametrize("name", METHODS)
 def test_contract(digits, name, embedding):
     cls = METHODS[name]
-    config = cls.default_config("digits", embedding=embedding, epochs=1)
+    small = {"timesteps": 4} if cls.continuous else {}  # integration steps; DT keeps the paper's T
+    config = cls.default_config("digits", embedding=embedding, epochs=1, **small)
     m = cls(digits.spec, config, "cpu", train=digits.train)
     opt = m.make_optimizer()
     m.train()
@@ -36,7 +37,11 @@ def test_contract(digits, name, embedding):
     assert m.embed.dim == expected_dim
 
 
-@pytest.mark.parametrize("name", METHODS)
+DISCRETE = [n for n, c in METHODS.items() if not c.continuous]
+CONTINUOUS = [n for n, c in METHODS.items() if c.continuous]
+
+
+@pytest.mark.parametrize("name", DISCRETE)
 def test_discrete_methods_reject_step_counts_and_solvers_clearly(digits, name):
     m = METHODS[name](digits.spec, METHODS[name].default_config("digits"), "cpu").eval()
     x, _ = next(digits.test.batches(4, shuffle=False))
@@ -47,16 +52,26 @@ def test_discrete_methods_reject_step_counts_and_solvers_clearly(digits, name):
     assert m.predict(x, steps=10).shape == (4, 10)
 
 
+# Table 3 of the paper, verbatim: (batch, epochs MNIST/CIFAR-10/CIFAR-100, optimiser, lr, wd, T, eta)
+TABLE3 = {
+    "backprop": (128, (100, 150, 150), "adamw", 1e-3, 1e-3, 10, None),
+    "noprop-dt": (128, (100, 150, 150), "adamw", 1e-3, 1e-3, 10, 0.1),
+    "adjoint": (128, (2, 4, 4), "adamw", 1e-3, 1e-3, 1000, None),
+    "noprop-ct": (128, (100, 500, 1000), "adam", 1e-3, 1e-3, 1000, 1.0),
+    "noprop-fm": (128, (100, 500, 1000), "adam", 1e-3, 1e-3, 1000, None),
+    "backprop-ode": (128, (2, 4, 4), "adamw", 1e-3, 1e-3, 1000, None),  # no paper row: the adjoint's
+}
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_table3_defaults(name):
-    cls = METHODS[name]
-    mnist, c10, c100 = (cls.default_config(d) for d in TABLE3_DATASETS)
-    assert (mnist.batch_size, mnist.lr, mnist.weight_decay, mnist.optimizer) == (128, 1e-3, 1e-3, "adamw")
-    assert (mnist.epochs, c10.epochs, c100.epochs) == (100, 150, 150)
-    assert mnist.timesteps == 10
-    assert cls.default_config("fashion-mnist") == mnist  # no Table 3 row: MNIST's
-    if name == "noprop-dt":
-        assert mnist.eta == 0.1
+    batch, epochs, optimizer, lr, wd, T, eta = TABLE3[name]
+    configs = [METHODS[name].default_config(d) for d in TABLE3_DATASETS]
+    assert tuple(c.epochs for c in configs) == epochs
+    for c in configs:
+        assert (c.batch_size, c.optimizer, c.lr, c.weight_decay, c.timesteps) == (batch, optimizer, lr, wd, T)
+        assert getattr(c, "eta", None) == eta
+    assert METHODS[name].default_config("fashion-mnist") == configs[0]  # no Table 3 row: MNIST's
 
 
 def test_unknown_config_key_lists_the_valid_ones():
