@@ -94,7 +94,14 @@ class LearnedSchedule(nn.Module):
         self.b1 = nn.Parameter(torch.randn(hidden))
         self.raw_w2 = nn.Parameter(torch.randn(hidden) / math.sqrt(hidden))
         self.gamma_0 = nn.Parameter(torch.tensor(float(gamma_0)))  # gamma at t = 1 (clean end)
-        self.gamma_1 = nn.Parameter(torch.tensor(float(gamma_1)))  # gamma at t = 0 (noisy end)
+        # gamma_1 = gamma_0 + softplus(gap): both endpoints train, and they can never cross (which
+        # would make SNR decrease in t)
+        self.raw_gap = nn.Parameter(torch.tensor(math.log(math.expm1(gamma_1 - gamma_0))))
+
+    @property
+    def gamma_1(self) -> torch.Tensor:
+        """gamma at t = 0 (noisy end), always above gamma_0."""
+        return self.gamma_0 + F.softplus(self.raw_gap)
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         return F.softplus(self.raw_w1), F.softplus(self.raw_w2)
