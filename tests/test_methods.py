@@ -104,3 +104,17 @@ def test_prototype_embedding_starts_at_the_class_medoids(digits):
         n = len(xc)
         medians = torch.stack([d[i][torch.arange(n) != i].median() for i in range(n)])
         assert torch.equal(m.embed.weight[c], xc[medians.argmin()])
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "cifar100"])
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_builds_and_runs_on_every_dataset_shape(name, dataset):
+    from bench.data import DATASETS
+    spec = DATASETS[dataset]
+    cls = METHODS[name]
+    small = {"timesteps": 2} if cls.continuous else {}
+    m = cls(spec, cls.default_config(dataset, **small), "cpu")
+    x, y = torch.randn(4, *spec.image_shape), torch.arange(4) % spec.num_classes
+    loss, _ = m.loss(x, y, m.stages()[-1])
+    loss.backward()
+    assert m.eval().predict(x).shape == (4, spec.num_classes)
