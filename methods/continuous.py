@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from methods.embeddings import LabelEmbedding
+from methods.embeddings import LabelEmbedding, make_embedding
 from methods.nets import conv_features, conv_stack
 
 # torchdiffeq fixed-grid solvers offered for inference sweeps, with function evaluations per step.
@@ -74,10 +74,8 @@ class CTNet(nn.Module):
 
 def build_ct_model(spec, config, train=None) -> tuple[LabelEmbedding, CTNet, nn.Linear]:
     """W_Embed, the one CT network and the linear head p_hat_theta_out."""
-    m = spec.num_classes
-    protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
-    embed = LabelEmbedding(config.embedding, m, spec.image_dim, *protos)
-    return embed, CTNet(spec.image_shape, embed.dim, m), nn.Linear(embed.dim, m)
+    embed = make_embedding(config, spec, train)
+    return embed, CTNet(spec.image_shape, embed.dim, spec.num_classes), nn.Linear(embed.dim, spec.num_classes)
 
 
 class LearnedSchedule(nn.Module):

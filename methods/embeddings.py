@@ -67,3 +67,9 @@ class LabelEmbedding(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.weight[y]
+
+
+def make_embedding(config, spec, train=None) -> LabelEmbedding:
+    """W_Embed for a method config; `train` (a bench.data.Split) only feeds prototype initialisation."""
+    protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
+    return LabelEmbedding(config.embedding, spec.num_classes, spec.image_dim, *protos)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.embeddings import LabelEmbedding
+from methods.embeddings import LabelEmbedding, make_embedding
 
 
 def conv_stack(in_channels: int) -> nn.Sequential:
@@ -79,7 +79,6 @@ def discrete_model(spec, config, train=None) -> tuple[LabelEmbedding, nn.ModuleL
     `train` (a bench.data.Split) is needed only to initialise prototype embeddings.
     """
     m = spec.num_classes
-    protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
-    embed = LabelEmbedding(config.embedding, m, spec.image_dim, *protos)
+    embed = make_embedding(config, spec, train)
     blocks = nn.ModuleList(DTBlock(spec.image_shape, embed.dim, m) for _ in range(config.timesteps))
     return embed, blocks, nn.Linear(embed.dim, m)
