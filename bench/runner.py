@@ -16,10 +16,6 @@ from methods import get_method
 EVAL_BATCH = 1000  # images per inference batch; does not affect results
 
 
-class DivergedError(RuntimeError):
-    pass
-
-
 @dataclass
 class RunOptions:
     device: torch.device
