@@ -23,6 +23,8 @@ class DatasetSpec:
     name: str
     num_classes: int
     image_shape: tuple[int, int, int]  # C, H, W
+    n_train: int  # full split sizes, for cost estimates before any file is read
+    n_test: int
 
     @property
     def image_dim(self) -> int:
@@ -31,11 +33,11 @@ class DatasetSpec:
 
 
 DATASETS = {
-    "mnist": DatasetSpec("mnist", 10, (1, 28, 28)),
-    "fashion-mnist": DatasetSpec("fashion-mnist", 10, (1, 28, 28)),
-    "cifar10": DatasetSpec("cifar10", 10, (3, 32, 32)),
-    "cifar100": DatasetSpec("cifar100", 100, (3, 32, 32)),
-    "digits": DatasetSpec("digits", 10, (1, 8, 8)),
+    "mnist": DatasetSpec("mnist", 10, (1, 28, 28), 60000, 10000),
+    "fashion-mnist": DatasetSpec("fashion-mnist", 10, (1, 28, 28), 60000, 10000),
+    "cifar10": DatasetSpec("cifar10", 10, (3, 32, 32), 50000, 10000),
+    "cifar100": DatasetSpec("cifar100", 100, (3, 32, 32), 50000, 10000),
+    "digits": DatasetSpec("digits", 10, (1, 8, 8), 1437, 360),
 }
 
 # A fixed seed for --train-limit/--test-limit subsets, so every training seed sees the same images.

@@ -18,7 +18,9 @@ Required hooks
                            their one rule, and reject anything else.
 Optional hooks
   make_optimizer()         default: Table 3's optimiser over all trainable parameters.
-  eval_settings()          the (steps, solver) pairs evaluated by default; default [(T, default_solver)].
+  default_setting(config)  classmethod: the (steps, solver) pair evaluated at every evaluation point;
+                           default (T, default_solver).
+  nfe_per_image, train_nfe_per_image   classmethods: the cost model behind --dry-run.
 
 Timing: the runner clocks everything from the first stage's first batch to the last optimiser step of
 the epoch (CUDA-synchronised on GPU) and nothing else: evaluation is outside the clock.
@@ -81,10 +83,14 @@ class Method(nn.Module):
         self.last_nfe: int | None = None
 
     @classmethod
+    def config_keys(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls.Config)}
+
+    @classmethod
     def default_config(cls, dataset: str, **overrides) -> MethodConfig:
         """Table 3's values for `dataset` (MNIST's row where the paper has none), then `overrides`."""
         values = dict(cls.TABLE3.get(dataset if dataset in TABLE3_DATASETS else "mnist", {}))
-        valid = {f.name for f in dataclasses.fields(cls.Config)}
+        valid = cls.config_keys()
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)} for method '{cls.name}'; "
@@ -114,8 +120,21 @@ class Method(nn.Module):
         cfg = self.config
         return OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def eval_settings(self) -> list[tuple[int, str]]:
-        return [(self.config.timesteps, self.default_solver)]
+    # --- cost model (for --dry-run; known before the model is built) ----------------------------
+    @classmethod
+    def default_setting(cls, config: MethodConfig) -> tuple[int, str]:
+        """The (steps, solver) pair evaluated at every evaluation point."""
+        return config.timesteps, cls.default_solver
+
+    @classmethod
+    def nfe_per_image(cls, config: MethodConfig, steps: int, solver: str) -> int:
+        """Network (or block) evaluations per image for one prediction."""
+        return steps
+
+    @classmethod
+    def train_nfe_per_image(cls, config: MethodConfig) -> int:
+        """Forward network (or block) evaluations per training image per epoch, all stages included."""
+        return config.timesteps
 
     # --- shared helpers --------------------------------------------------------------------------
     def check_inference(self, steps: int | None, solver: str | None) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from methods.base import Method
 from methods.embeddings import LabelEmbedding, make_embedding
 from methods.nets import conv_features, conv_stack
 
@@ -39,6 +40,19 @@ def time_embedding(t: torch.Tensor, dim: int = 64) -> torch.Tensor:
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
     angles = 1000.0 * t[:, None] * freqs[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ContinuousMethod(Method):
+    """Base of the continuous-time methods: any step count, several solvers, one network per step."""
+    continuous = True
+
+    @classmethod
+    def nfe_per_image(cls, config, steps: int, solver: str) -> int:
+        return steps * SOLVERS.get(solver, 1)  # the ancestral sampler evaluates once per step
+
+    @classmethod
+    def train_nfe_per_image(cls, config) -> int:
+        return 1  # one network evaluation at a sampled t per training image
 
 
 class CTNet(nn.Module):

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, MethodConfig
-from methods.continuous import SOLVERS, build_ct_model, check_steps, integrate
+from methods.base import MethodConfig
+from methods.continuous import SOLVERS, ContinuousMethod, build_ct_model, check_steps, integrate
 
 
 @dataclass
@@ -47,8 +47,7 @@ class _Field(nn.Module):
         return self.net(z, self.x, t) @ self.embed.weight
 
 
-class NeuralODE(Method):
-    continuous = True
+class NeuralODE(ContinuousMethod):
     solvers = tuple(SOLVERS)
     Config = ODEConfig
     adjoint = False
@@ -65,6 +64,14 @@ class NeuralODE(Method):
     @property
     def default_solver(self) -> str:
         return self.config.solver
+
+    @classmethod
+    def default_setting(cls, config: ODEConfig) -> tuple[int, str]:
+        return config.timesteps, config.solver
+
+    @classmethod
+    def train_nfe_per_image(cls, config: ODEConfig) -> int:
+        return cls.nfe_per_image(config, config.timesteps, config.solver)
 
     def forward(self, x, steps: int, solver: str) -> torch.Tensor:
         field = _Field(self.net, self.embed, x)

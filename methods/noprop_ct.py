@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, MethodConfig
-from methods.continuous import SOLVERS, LearnedSchedule, build_ct_model, check_steps, integrate
+from methods.base import MethodConfig
+from methods.continuous import SOLVERS, ContinuousMethod, LearnedSchedule, build_ct_model, check_steps, integrate
 from methods.noprop_dt import kl_to_standard_normal
 from methods.schedules import DiscreteSchedule
 
@@ -43,10 +43,9 @@ class CTConfig(MethodConfig):
         check_steps(self.timesteps, "config 'timesteps'")
 
 
-class NoPropCT(Method):
+class NoPropCT(ContinuousMethod):
     name = "noprop-ct"
     summary = "NoProp-CT: one network denoising in continuous time, learned noise schedule (Eq. 9)"
-    continuous = True
     default_solver = "ancestral"
     solvers = ("ancestral", *SOLVERS)
     Config = CTConfig

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, MethodConfig
-from methods.continuous import SOLVERS, build_ct_model, check_steps, integrate
+from methods.base import MethodConfig
+from methods.continuous import SOLVERS, ContinuousMethod, build_ct_model, check_steps, integrate
 
 
 @dataclass
@@ -32,10 +32,9 @@ class FMConfig(MethodConfig):
         check_steps(self.timesteps, "config 'timesteps'")
 
 
-class NoPropFM(Method):
+class NoPropFM(ContinuousMethod):
     name = "noprop-fm"
     summary = "NoProp-FM: flow matching from noise to the label embedding (Eqs. 10-13)"
-    continuous = True
     default_solver = "euler"
     solvers = tuple(SOLVERS)
     Config = FMConfig
