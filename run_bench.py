@@ -3,7 +3,10 @@
 
     python run_bench.py                       # the `quick` suite on real MNIST (fetched automatically)
     python run_bench.py --list                # suites, methods, data sets, embeddings
+    python run_bench.py --suite paper-table1 --dry-run      # the cells, their settings and cost
     python run_bench.py --suite quick --methods noprop-dt --embeddings one-hot,dim20 --seeds 0,1,2
+    python run_bench.py report RESULTS_DIR    # plots and a markdown comparison with the paper
+    python run_bench.py check RESULTS_DIR     # exit 1 if any cell is below its accuracy threshold
 """
 from __future__ import annotations
 
@@ -68,12 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "methods at these step counts, e.g. 2,5,10,20,50,100")
     p.add_argument("--solvers", type=_csv, help="after the last epoch, also evaluate with these solvers "
                                                 "(ancestral, euler, midpoint, heun2, rk4)")
+    p.add_argument("--eval-points", type=_positive, help="evaluate at this many evenly spaced points of "
+                                                         "training (default: the suite's, else every epoch)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a method config value for every cell, e.g. --set lr=5e-4 (repeatable)")
+                   help="override a config value in every cell whose method has KEY, e.g. --set lr=5e-4; "
+                        "METHOD.KEY=VALUE for one method, e.g. --set noprop-ct.timesteps=20 (repeatable)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--data-dir", help="data directory in torchvision's layout "
                                       "(default: $NOPROP_BENCH_DATA or ./data)")
     p.add_argument("--out", type=Path, help="output directory (default: results/runs/SUITE-TIMESTAMP)")
+    p.add_argument("--fresh", action="store_true", help="do not resume: move an existing results.csv in --out "
+                                                        "aside (to OUT/replaced-TIMESTAMP/) and run every cell")
+    p.add_argument("--dry-run", action="store_true", help="list the cells, their settings and cost; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -93,33 +102,57 @@ def list_everything() -> str:
     return "\n".join(lines)
 
 
-def suite_with_overrides(args) -> dict:
+# Overrides that change what a suite measures (rather than which of its cells run): the outputs of
+# a run with any of these say "scaled", with the reasons, in every row, the metadata and the report.
+SCALING = ("seeds", "train_limit", "test_limit", "inference_runs", "eval_points")
+
+
+def suite_with_overrides(args) -> tuple[dict, dict, tuple[str, ...]]:
+    """The suite as the command line changes it, the --set/--epochs config overrides, and how they
+    scale the suite (empty: they do not)."""
     from bench.suites import load_suite
     from methods import METHODS
     suite = load_suite(args.suite)
+    scaled = []
     if args.methods:
         suite["methods"] = list(METHODS) if args.methods == ["all"] else args.methods
-    for key in ("datasets", "embeddings", "seeds", "inference_steps", "solvers"):
-        if getattr(args, key):
-            suite[key] = getattr(args, key)
-    for key in ("train_limit", "test_limit", "inference_runs"):
-        if getattr(args, key) is not None:
-            suite[key] = getattr(args, key)
-    config = dict(suite.get("config", {}))
-    config.update(dict(args.settings))
+    for key in ("datasets", "embeddings", "seeds", "inference_steps", "solvers",
+                "train_limit", "test_limit", "inference_runs", "eval_points"):
+        value = getattr(args, key)
+        if value is None or value == []:
+            continue
+        if key in SCALING and value != suite.get(key):
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            was = suite.get(key)
+            was = ",".join(map(str, was)) if isinstance(was, list) else ("none" if was is None else was)
+            scaled.append(f"{key.replace('_', '-')} {shown} (suite: {was})")
+        suite[key] = value
+    config = suite.get("config", {})
+    settings = dict(args.settings)
     if args.epochs is not None:
-        config["epochs"] = args.epochs
-    suite["config"] = config
-    return suite
+        settings["epochs"] = args.epochs
+    for key, value in settings.items():
+        method, _, field = key.rpartition(".")
+        tables = [config.get(method, {})] if method else [t for t in config.values() if isinstance(t, dict)]
+        was = {config.get(field)} | {t.get(field, config.get(field)) for t in tables}
+        if was != {value}:
+            before = (tables[0] if method else config).get(field, config.get(field, "Table 3"))
+            scaled.append(f"{key} {value} (suite: {before})")
+    return suite, settings, tuple(scaled)
 
 
-def summary_table(rows: list[dict]):
-    """Final-epoch test accuracy per method/dataset/embedding/setting: mean +/- s.e. over seeds x runs."""
+def summary_table(out_dir: Path) -> str:
+    """Final test accuracy of every finished cell in `out_dir`, per method/dataset/embedding/setting:
+    mean +/- s.e. over seeds x inference runs."""
     import pandas as pd
-    if not rows:
-        return "no results"
-    df = pd.DataFrame(rows)
-    last = df[df["epoch"] == df.groupby("cell_id")["epoch"].transform("max")]
+    from bench.report import ReportError, load_results
+    try:
+        df, _ = load_results(out_dir)
+    except ReportError:
+        return "no finished cells"
+    if df.empty:
+        return "no finished cells"
+    last = df[df["step"] == df.groupby("cell_id")["step"].transform("max")]
     keys = ["method", "dataset", "embedding", "inference_steps", "solver"]
     g = last.groupby(keys, sort=False)
     table = pd.DataFrame({
@@ -129,55 +162,121 @@ def summary_table(rows: list[dict]):
         "s.e.": g["test_acc"].sem(),
         "train_s": g["cum_train_time_s"].mean(),
     }).reset_index()
-    return table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.2f}")
+    text = table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.2f}")
+    scaled = sorted(r for r in df["scaled"].unique() if r)
+    if scaled:
+        text += "\nSCALED (not the suite as written): " + " | ".join(scaled)
+    return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def dry_run(cells, writer_dir: Path | None) -> str:
+    import pandas as pd
+    from bench.results import read_ledger
+    from bench.suites import cell_cost
+    finished = {}
+    if writer_dir is not None and (writer_dir / "cells.jsonl").exists():
+        finished = read_ledger(writer_dir / "cells.jsonl")
+    rows = []
+    for c in cells:
+        cfg = c.config
+        rows.append({"method": c.method, "dataset": c.dataset, "embedding": c.embedding, "seed": c.seed,
+                     "epochs": cfg.epochs, "batch": cfg.batch_size, "optim": cfg.optimizer, "lr": cfg.lr,
+                     "wd": cfg.weight_decay, "T": cfg.timesteps, "eta": getattr(cfg, "eta", None),
+                     "runs": c.inference_runs, **cell_cost(c),
+                     "status": "finished" if finished.get(c.id, {"error": 1})["error"] is None else "to run"})
+    df = pd.DataFrame(rows)
+    for col in ("train_nfe", "eval_nfe"):
+        df[col] = df[col] / 1e6
+    df = df.rename(columns={"train_nfe": "train_Mnfe", "eval_nfe": "eval_Mnfe"})
+    todo = df[df["status"] == "to run"]
+    lines = [df.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"), "",
+             f"{len(df)} cell(s), {len(todo)} to run: {todo['train_steps'].sum():,} optimiser steps; "
+             f"{todo['train_Mnfe'].sum():,.1f} M network evaluations x images in training (forward), "
+             f"{todo['eval_Mnfe'].sum():,.1f} M in evaluation.",
+             "Mnfe counts forward passes of one block (discrete methods) or of the CT network per image; "
+             "it compares cells, it is not a time."]
+    if cells[0].scaled:
+        lines.append("SCALED (not the suite as written): " + "; ".join(cells[0].scaled))
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
 
     from bench.data import DataError
-    from bench.results import ResultsExistError, ResultWriter, run_metadata
+    from bench.results import ResultWriter, run_metadata
     from bench.runner import RunOptions, resolve_device, run_cells
-    from bench.suites import expand
+    from bench.suites import expand, load_suite
 
     if args.list:
         print(list_everything())
         return 0
     try:
-        suite = suite_with_overrides(args)
-        cells = expand(args.suite, suite)
+        suite, settings, scaled = suite_with_overrides(args)
+        cells = expand(args.suite, suite, settings, scaled)
+        if args.dry_run:
+            print(f"suite '{args.suite}': {suite.get('description', '')}")
+            print(dry_run(cells, args.out))
+            return 0
         device = resolve_device(args.device)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = args.out or PROJECT_ROOT / "results" / "runs" / f"{args.suite}-{stamp}"
-        writer = ResultWriter(out)
-    except (ValueError, ResultsExistError) as e:
+        writer = ResultWriter(out, fresh=args.fresh)
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    if writer.moved_to:
+        print(f"--fresh: earlier results moved to {writer.moved_to}", file=sys.stderr)
+    if writer.dropped_rows:
+        print(f"resuming: dropped {writer.dropped_rows} row(s) of unfinished or failed cells", file=sys.stderr)
+    todo = [c for c in cells if not writer.done(c.id)]
+    previous = writer.read_metadata()
     meta = run_metadata(argv, device)
-    meta.update(suite=args.suite, suite_config=suite, data_dir=args.data_dir,
-                cells={c.id: c.as_dict() for c in cells}, failed={}, finished=None)
+    meta.update(suite=args.suite, paper_protocol=bool(load_suite(args.suite).get("paper")) and not scaled,
+                scaled=list(scaled), suite_config=suite, config_overrides=settings, data_dir=args.data_dir,
+                cells={**(previous or {}).get("cells", {}), **{c.id: c.as_dict() for c in cells}},
+                skipped=[c.id for c in cells if writer.done(c.id)], failed={}, finished=None,
+                previous=[*(previous or {}).pop("previous", []), previous] if previous else [])
+    if meta["previous"]:
+        meta["previous"][-1].pop("cells", None)  # the union is kept at the top level
     writer.write_metadata(meta)
     print(f"{len(cells)} cell(s) of suite '{args.suite}' on {meta['device']['name']} ({device}); "
+          f"{len(cells) - len(todo)} already finished in {writer.out_dir}, {len(todo)} to run; "
           f"writing {writer.csv_path}", file=sys.stderr)
+    if scaled:
+        print("SCALED (not the suite as written): " + "; ".join(scaled), file=sys.stderr)
     try:
-        outcomes = run_cells(cells, RunOptions(device, args.data_dir, False if args.no_progress else None), writer)
+        outcomes = run_cells(todo, RunOptions(device, args.data_dir, False if args.no_progress else None), writer)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: every finished epoch is in {writer.csv_path}", file=sys.stderr)
+        print(f"\ninterrupted: every finished cell is in {writer.csv_path}; run the same command again "
+              f"to resume (the interrupted cell starts over)", file=sys.stderr)
         return 130
     meta["failed"] = {o.cell.id: o.error for o in outcomes if o.error}
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     writer.write_metadata(meta)
 
-    print(summary_table([row for o in outcomes for row in o.rows]))
+    print(summary_table(writer.out_dir))
     print(f"\nresults: {writer.csv_path}\nmetadata: {writer.meta_path}")
     for error in meta["failed"].values():
         print(f"error: {error}", file=sys.stderr)
     return 1 if meta["failed"] else 0
+
+
+COMMANDS = {"report": "bench.report", "check": "bench.check"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        import importlib
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -17,34 +17,92 @@ import torch
 from bench.files import atomic_write_bytes
 
 COLUMNS = [
-    "suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch",
-    "inference_steps", "solver", "inference_run", "nfe", "test_acc", "eval_time_s",
+    "suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch", "step",
+    "eval_setting", "inference_steps", "solver", "inference_run", "nfe", "test_acc", "train_acc", "eval_time_s",
     "train_loss", "loss_ce", "loss_kl", "loss_mse", "train_time_s", "cum_train_time_s",
-    "peak_mem_bytes", "mem_kind", "n_train", "n_test", "params_trainable", "device",
+    "peak_mem_bytes", "mem_kind", "n_train", "n_test", "params_trainable", "device", "scaled",
 ]
 # Columns that differ between two identical runs (the determinism test ignores exactly these).
 TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes"]
 PACKAGES = ["torch", "torchvision", "torchdiffeq", "numpy", "pandas", "seaborn", "scikit-learn", "tqdm"]
 
 
-class ResultsExistError(FileExistsError):
+class ResultsError(ValueError):
     pass
 
 
 class ResultWriter:
-    def __init__(self, out_dir: Path):
+    """An output directory that a sweep can be resumed into.
+
+    results.csv  the rows, appended and fsynced at every evaluation point;
+    cells.jsonl  the ledger: one line per finished cell ({"cell_id", "label", "error"}), written after
+                 the cell's last rows are on disk. A cell is finished only once it is in the ledger.
+    metadata.json  run metadata; earlier invocations into the same directory are kept in "previous".
+
+    On resume, rows of cells that are not in the ledger (a run killed mid-cell, a torn last line) are
+    dropped by rewriting the CSV to a temporary file and renaming it over the old one; those cells run
+    again. Cells finished without error are skipped; failed cells are retried.
+    """
+
+    def __init__(self, out_dir: Path, fresh: bool = False):
         self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / "results.csv"
         self.meta_path = self.out_dir / "metadata.json"
+        self.ledger_path = self.out_dir / "cells.jsonl"
+        self.finished: dict[str, dict] = {}  # cell_id -> ledger entry
+        self.dropped_rows = 0
+        self.moved_to: Path | None = None
+        if fresh and self.csv_path.exists():
+            self._move_aside()
         if self.csv_path.exists():
-            raise ResultsExistError(f"{self.csv_path} already exists; pass a new --out directory "
-                                    f"(existing results are never overwritten)")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.csv_path, "w", newline="") as f:
-            csv.writer(f).writerow(COLUMNS)
+            self._resume()
+        else:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(COLUMNS)
+            self.ledger_path.unlink(missing_ok=True)
+
+    def _move_aside(self) -> None:
+        """--fresh never deletes: the old files go to OUT/replaced-TIMESTAMP/."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+        self.moved_to = self.out_dir / f"replaced-{stamp}"
+        self.moved_to.mkdir()
+        for path in (self.csv_path, self.ledger_path, self.meta_path):
+            if path.exists():
+                path.rename(self.moved_to / path.name)
+
+    def _resume(self) -> None:
+        with open(self.csv_path, newline="") as f:
+            header = next(csv.reader(f), None)
+        if header != COLUMNS:
+            raise ResultsError(f"{self.csv_path} was written by another version of noprop-bench (its columns "
+                               f"differ), so it cannot be resumed; pass --fresh to move it aside and start "
+                               f"again, or a new --out directory")
+        if not self.ledger_path.exists():
+            raise ResultsError(f"{self.csv_path} has no ledger ({self.ledger_path.name}), so which cells finished "
+                               f"is unknown; pass --fresh to move it aside and start again, or a new --out")
+        self.finished = read_ledger(self.ledger_path)
+        with open(self.csv_path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+        keep = [lines[0]]
+        for line in lines[1:]:
+            fields = next(csv.reader([line]), [])
+            complete = line.endswith("\n") and len(fields) == len(COLUMNS)
+            if complete and fields[1] in self.finished and self.finished[fields[1]]["error"] is None:
+                keep.append(line)
+        self.dropped_rows = len(lines) - len(keep)
+        if self.dropped_rows:
+            atomic_write_bytes(self.csv_path, "".join(keep).encode())
+            # failed cells run again: forget them in the ledger too, so it matches the CSV
+            good = [e for e in self.finished.values() if e["error"] is None]
+            atomic_write_bytes(self.ledger_path, "".join(json.dumps(e) + "\n" for e in good).encode())
+
+    def done(self, cell_id: str) -> bool:
+        entry = self.finished.get(cell_id)
+        return entry is not None and entry["error"] is None
 
     def append(self, rows: list[dict]) -> None:
-        """Append rows and fsync, so a killed run keeps every finished epoch."""
+        """Append rows and fsync, so a killed run keeps every finished evaluation point."""
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="raise")
             for row in rows:
@@ -52,8 +110,36 @@ class ResultWriter:
             f.flush()
             os.fsync(f.fileno())
 
+    def finish_cell(self, cell, error: str | None) -> None:
+        entry = {"cell_id": cell.id, "label": cell.label(), "error": error}
+        with open(self.ledger_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.finished[cell.id] = entry
+
+    def read_metadata(self) -> dict | None:
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return None
+
     def write_metadata(self, meta: dict) -> None:
         atomic_write_bytes(self.meta_path, (json.dumps(meta, indent=2, default=str) + "\n").encode())
+
+
+def read_ledger(path: Path) -> dict[str, dict]:
+    """cell_id -> last entry; a torn last line (killed while writing) is ignored."""
+    entries = {}
+    for line in Path(path).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "cell_id" in entry:
+            entries[entry["cell_id"]] = {"cell_id": entry["cell_id"], "label": entry.get("label"),
+                                         "error": entry.get("error")}
+    return entries
 
 
 def _fmt(value):

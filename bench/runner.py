@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from bench.data import DeviceData, load_data
 from bench.results import ResultWriter
-from bench.suites import Cell
+from bench.suites import Cell, eval_steps, steps_per_epoch, sweep_settings
 from bench.timing import Clock, PeakMemory
 from methods import get_method
 
@@ -45,20 +45,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def eval_settings(method, cell: Cell, final: bool) -> list[tuple[int, str]]:
-    """(steps, solver) pairs to evaluate: the method's defaults every epoch, plus the requested step
-    counts x solvers after the last epoch (continuous methods; one trained model, no retraining)."""
-    settings = list(method.eval_settings())
-    if final and method.continuous and (cell.inference_steps or cell.solvers):
-        for solver in cell.solvers or (method.default_solver,):
-            if solver not in method.solvers:
-                continue  # e.g. 'ancestral' asked for, but this method has no such rule
-            for steps in cell.inference_steps or (method.config.timesteps,):
-                if (steps, solver) not in settings:
-                    settings.append((steps, solver))
-    return settings
-
-
 @torch.no_grad()
 def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int | None]:
     """Test accuracy (%) of one inference run, its synchronised wall time, and NFE per image.
@@ -79,51 +65,69 @@ def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int
     return acc, clock.last, method.last_nfe
 
 
-def train_epoch(method, optimizer, data: DeviceData, batch_size: int, bar) -> dict[str, float]:
-    """One epoch: every stage of the method, a shuffled pass over the training data each."""
-    method.train()
-    sums: dict[str, torch.Tensor] = {}
-    steps = 0
-    for stage in method.stages():
-        for x, y in data.train.batches(batch_size, shuffle=True):
-            optimizer.zero_grad(set_to_none=True)
-            loss, terms = method.loss(x, y, stage)
-            loss.backward()
-            optimizer.step()
-            for key, value in {"loss": loss.detach(), **terms}.items():
-                sums[key] = sums[key] + value if key in sums else value.clone()
-            steps += 1
-            bar.update(1)
-    return {key: value.item() / steps for key, value in sums.items()}  # the epoch's only host sync
+def training_steps(method, optimizer, split, batch_size: int):
+    """Optimiser steps forever: epoch after epoch, every stage of the method a shuffled pass each.
+    Yields each step's detached loss terms; the caller decides where to stop and evaluate."""
+    while True:
+        for stage in method.stages():
+            for x, y in split.batches(batch_size, shuffle=True):
+                optimizer.zero_grad(set_to_none=True)
+                loss, terms = method.loss(x, y, stage)
+                loss.backward()
+                optimizer.step()
+                yield {"loss": loss.detach(), **terms}
 
 
 def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWriter | None, bar) -> CellOutcome:
+    """Train one cell, evaluating at its evaluation points with the clock stopped; rows are appended
+    (and fsynced) at every point, so a killed run keeps what it finished."""
     device = options.device
     torch.manual_seed(cell.seed)
-    method = get_method(cell.method)(data.spec, cell.config, device, train=data.train)
+    cls = get_method(cell.method)
+    method = cls(data.spec, cell.config, device, train=data.train)
     optimizer = method.make_optimizer()
     clock, memory = Clock(device), PeakMemory(device)
     outcome = CellOutcome(cell)
     base = {"suite": cell.suite, "cell_id": cell.id, "method": cell.method, "dataset": cell.dataset,
             "embedding": cell.embedding, "seed": cell.seed, "n_train": len(data.train),
             "n_test": len(data.test), "params_trainable": method.param_counts()["params_trainable"],
-            "device": str(device), "mem_kind": memory.kind}
-    for epoch in range(1, cell.config.epochs + 1):
-        bar.set_description(f"{cell.label()} epoch {epoch}/{cell.config.epochs}")
+            "device": str(device), "mem_kind": memory.kind, "scaled": "; ".join(cell.scaled)}
+    per_epoch = steps_per_epoch(cell, len(data.train))
+    points = eval_steps(cell, len(data.train))
+    steps = training_steps(method, optimizer, data.train, cell.config.batch_size)
+    done = 0
+    for point in points:
+        bar.set_description(f"{cell.label()} epoch {-(-point // per_epoch)}/{cell.config.epochs}")
+        method.train()
         memory.reset()
+        sums: dict[str, torch.Tensor] = {}
         with clock:
-            losses = train_epoch(method, optimizer, data, cell.config.batch_size, bar)
+            for _ in range(point - done):
+                for key, value in next(steps).items():
+                    sums[key] = sums[key] + value if key in sums else value.clone()
+                bar.update(1)
+        losses = {key: value.item() / (point - done) for key, value in sums.items()}  # the only host sync
+        done = point
         peak = memory.peak_bytes()
+        epoch = point // per_epoch if point % per_epoch == 0 else round(point / per_epoch, 4)
         if not all(math.isfinite(v) for v in losses.values()):
-            outcome.error = (f"{cell.label()} diverged in epoch {epoch}: mean losses {losses}. Rows of earlier "
-                             f"epochs are kept. Try a lower learning rate (--set lr=...) or another seed.")
+            outcome.error = (f"{cell.label()} diverged by epoch {epoch}: mean losses {losses}. Its rows so far "
+                             f"stay in the CSV until a resume retries the cell. Try a lower learning rate (--set lr=...) or another seed.")
             return outcome
+        final = point == points[-1]
+        settings = [("default", cls.default_setting(cell.config))]
+        settings += [("sweep", s) for s in sweep_settings(cell)] if final else []
         rows = []
-        for steps, solver in eval_settings(method, cell, final=epoch == cell.config.epochs):
+        for kind, (k, solver) in settings:
             for run in range(cell.inference_runs if method.stochastic else 1):
-                acc, eval_time, nfe = evaluate(method, data.test, steps, solver, seed=_eval_seed(cell.seed, epoch, run))
-                rows.append({**base, "epoch": epoch, "inference_steps": steps, "solver": solver,
-                             "inference_run": run, "nfe": nfe, "test_acc": acc, "eval_time_s": eval_time,
+                seed = _eval_seed(cell.seed, point, run)
+                acc, eval_time, nfe = evaluate(method, data.test, k, solver, seed)
+                train_acc = None
+                if final and kind == "default" and cell.train_accuracy:
+                    train_acc = evaluate(method, data.train, k, solver, seed)[0]
+                rows.append({**base, "epoch": epoch, "step": point, "eval_setting": kind, "inference_steps": k,
+                             "solver": solver, "inference_run": run, "nfe": nfe, "test_acc": acc,
+                             "train_acc": train_acc, "eval_time_s": eval_time,
                              "train_loss": losses["loss"], "loss_ce": losses.get("ce"),
                              "loss_kl": losses.get("kl"), "loss_mse": losses.get("mse"),
                              "train_time_s": clock.last, "cum_train_time_s": clock.total,
@@ -134,17 +138,13 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
     return outcome
 
 
-def _eval_seed(seed: int, epoch: int, run: int) -> int:
-    return (seed * 1_000_003 + epoch) * 1_009 + run
+def _eval_seed(seed: int, step: int, run: int) -> int:
+    return (seed * 1_000_003 + step) * 1_009 + run
 
 
 def total_steps(cells: list[Cell], sizes: dict) -> int:
-    total = 0
-    for cell in cells:
-        n_train = sizes[(cell.dataset, cell.train_limit, cell.test_limit)]
-        stages = get_method(cell.method).num_stages(cell.config)
-        total += cell.config.epochs * stages * -(-n_train // cell.config.batch_size)
-    return total
+    return sum(cell.config.epochs * steps_per_epoch(cell, sizes[(cell.dataset, cell.train_limit, cell.test_limit)])
+               for cell in cells)
 
 
 def run_cells(cells: list[Cell], options: RunOptions, writer: ResultWriter | None = None) -> list[CellOutcome]:
@@ -161,6 +161,8 @@ def run_cells(cells: list[Cell], options: RunOptions, writer: ResultWriter | Non
     with tqdm(total=total_steps(cells, sizes), unit="step", disable=None if options.progress is None
               else not options.progress, dynamic_ncols=True) as bar:
         for cell in cells:
-            outcomes.append(run_cell(cell, datasets[(cell.dataset, cell.train_limit, cell.test_limit)],
-                                     options, writer, bar))
+            outcome = run_cell(cell, datasets[(cell.dataset, cell.train_limit, cell.test_limit)], options, writer, bar)
+            if writer is not None:
+                writer.finish_cell(cell, outcome.error)
+            outcomes.append(outcome)
     return outcomes

@@ -1,5 +1,18 @@
 """Suites are small TOML files in bench/suites/; a suite expands into cells
-(method x dataset x embedding x seed), each with its full method config."""
+(method x dataset x embedding x seed, minus `exclude`), each with its full method config and its
+evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are optional):
+
+  description      one line for --list
+  paper            true: the suite as written is the paper's protocol (section 8 of the reference)
+  methods, datasets, embeddings, seeds
+  exclude          cells to leave out, e.g. [{method = "adjoint", embedding = "dim20"}]
+  inference_runs   repeats of stochastic inference per evaluation setting (paper: 5)
+  train_limit, test_limit   fixed seeded subsets (images)
+  eval_points      evaluate at this many evenly spaced points of training (default: every epoch)
+  train_accuracy   also measure accuracy on the training split at the end (Table 1's train columns)
+  inference_steps, solvers  after the last evaluation point, also evaluate these settings
+  [config]         method config overrides for every cell; [config.METHOD] for one method
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +27,10 @@ from methods import METHODS, get_method
 from methods.embeddings import check_embedding
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
-SUITE_KEYS = {"description", "methods", "datasets", "embeddings", "seeds", "inference_runs",
-              "train_limit", "test_limit", "inference_steps", "solvers", "config"}
+SUITE_KEYS = {"description", "paper", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
+              "train_limit", "test_limit", "eval_points", "train_accuracy", "inference_steps", "solvers",
+              "config"}
+EXCLUDE_KEYS = {"method", "dataset", "embedding", "seed"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,9 @@ class Cell:
     inference_runs: int = 1
     inference_steps: tuple[int, ...] = ()  # extra step counts evaluated after the last epoch
     solvers: tuple[str, ...] = ()          # extra solvers evaluated after the last epoch
+    eval_points: int | None = None         # None: evaluate at the end of every epoch
+    train_accuracy: bool = False
+    scaled: tuple[str, ...] = ()           # how the run departs from the suite as written ('' = it does not)
 
     @property
     def embedding(self) -> str:
@@ -39,12 +57,14 @@ class Cell:
         return {"suite": self.suite, "method": self.method, "dataset": self.dataset, "seed": self.seed,
                 "train_limit": self.train_limit, "test_limit": self.test_limit,
                 "inference_runs": self.inference_runs, "inference_steps": list(self.inference_steps),
-                "solvers": list(self.solvers), "config": dataclasses.asdict(self.config)}
+                "solvers": list(self.solvers), "eval_points": self.eval_points,
+                "train_accuracy": self.train_accuracy, "config": dataclasses.asdict(self.config),
+                "scaled": list(self.scaled)}
 
     @property
     def id(self) -> str:
-        """A short stable hash of everything that defines the cell's results."""
-        key = {k: v for k, v in self.as_dict().items() if k != "suite"}
+        """A short stable hash of everything that defines the cell's results (resume key)."""
+        key = {k: v for k, v in self.as_dict().items() if k not in ("suite", "scaled")}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     def label(self) -> str:
@@ -71,8 +91,21 @@ def load_suite(name: str) -> dict:
     return suite
 
 
-def expand(name: str, suite: dict) -> list[Cell]:
-    """All cells of a (possibly overridden) suite, validated before anything runs."""
+def _positive_int(suite: dict, key: str, default=None):
+    v = suite.get(key, default)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise ValueError(f"{key} must be a positive integer, got {v!r}")
+    return v
+
+
+def _excluded(rules: list[dict], **cell) -> bool:
+    return any(all(cell[k] == v for k, v in rule.items()) for rule in rules)
+
+
+def expand(name: str, suite: dict, overrides: dict | None = None, scaled: tuple[str, ...] = ()) -> list[Cell]:
+    """All cells of a suite, validated before anything runs. Config values come from Table 3, then the
+    suite's [config], then its [config.METHOD], then `overrides` (the command line's --set/--epochs),
+    each key applied to the methods that have it."""
     for key in ("methods", "datasets", "embeddings", "seeds"):
         if not suite.get(key):
             raise ValueError(f"suite '{name}' has no {key}")
@@ -80,13 +113,17 @@ def expand(name: str, suite: dict) -> list[Cell]:
         get_spec(d)
     for e in suite["embeddings"]:
         check_embedding(e)
-    runs = suite.get("inference_runs", 1)
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"inference_runs must be a positive integer, got {runs!r}")
-    for key in ("train_limit", "test_limit"):
-        v = suite.get(key)
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ValueError(f"{key} must be a positive number of images, got {v!r}")
+    runs = _positive_int(suite, "inference_runs", 1)
+    limits = {key: _positive_int(suite, key) for key in ("train_limit", "test_limit")}
+    eval_points = _positive_int(suite, "eval_points")
+    train_accuracy = suite.get("train_accuracy", False)
+    if not isinstance(train_accuracy, bool):
+        raise ValueError(f"train_accuracy must be true or false, got {train_accuracy!r}")
+    exclude = suite.get("exclude", [])
+    for rule in exclude:
+        if not isinstance(rule, dict) or not rule or set(rule) - EXCLUDE_KEYS:
+            raise ValueError(f"suite '{name}': bad exclude entry {rule!r}; an entry is a table with some of "
+                             f"the keys {', '.join(sorted(EXCLUDE_KEYS))}")
     steps, solvers = tuple(suite.get("inference_steps", ())), tuple(suite.get("solvers", ()))
     classes = [get_method(m) for m in suite["methods"]]
     check_sweep(steps, solvers, classes)
@@ -95,17 +132,41 @@ def expand(name: str, suite: dict) -> list[Cell]:
     stray = sorted(k for k, v in config.items() if isinstance(v, dict) and k not in METHODS)
     if stray:
         raise ValueError(f"suite '{name}': [config.{stray[0]}] names no method; valid methods: {', '.join(METHODS)}")
+    scoped = _check_overrides(overrides or {}, classes)
     cells = []
     for cls in classes:
-        # [config.METHOD] tables override the common [config] values for that method only
-        overrides = {**common, **config.get(cls.name, {})}
+        unscoped = {k: v for k, v in scoped.get(None, {}).items() if k in cls.config_keys()}
+        values = {**common, **config.get(cls.name, {}), **unscoped, **scoped.get(cls.name, {})}
         for dataset in suite["datasets"]:
             for embedding in suite["embeddings"]:
-                cfg = cls.default_config(dataset, **{**overrides, "embedding": embedding})
+                cfg = cls.default_config(dataset, **{**values, "embedding": embedding})
                 for seed in suite["seeds"]:
-                    cells.append(Cell(name, cls.name, dataset, int(seed), cfg, suite.get("train_limit"),
-                                      suite.get("test_limit"), runs, steps, solvers))
+                    if _excluded(exclude, method=cls.name, dataset=dataset, embedding=embedding, seed=seed):
+                        continue
+                    cells.append(Cell(name, cls.name, dataset, int(seed), cfg, limits["train_limit"],
+                                      limits["test_limit"], runs, steps, solvers, eval_points, train_accuracy,
+                                      tuple(scaled)))
+    if not cells:
+        raise ValueError(f"suite '{name}': every cell is excluded; nothing to run")
     return cells
+
+
+def _check_overrides(overrides: dict, classes: list) -> dict:
+    """--set KEY=V applies to every method that has KEY; --set METHOD.KEY=V to that method only.
+    Returns {None: unscoped, method: scoped}; a key that applies to nothing is an error."""
+    names = [c.name for c in classes]
+    scoped: dict = {}
+    for key, value in overrides.items():
+        method, _, field = key.rpartition(".")
+        targets = [c for c in classes if c.name == method] if method else classes
+        if method and not targets:
+            raise ValueError(f"--set {key}: '{method}' is not a method of this run; methods: {', '.join(names)}")
+        if not any(field in c.config_keys() for c in targets):
+            valid = sorted(set().union(*(c.config_keys() for c in targets)))
+            raise ValueError(f"unknown config key '{field}' for method{'s' if len(targets) > 1 else ''} "
+                             f"{', '.join(c.name for c in targets)}; valid keys: {', '.join(valid)}")
+        scoped.setdefault(method or None, {})[field] = value
+    return scoped
 
 
 def check_sweep(steps: tuple, solvers: tuple, classes: list) -> None:
@@ -118,3 +179,56 @@ def check_sweep(steps: tuple, solvers: tuple, classes: list) -> None:
         if s not in known:
             raise ValueError(f"unknown solver '{s}' for methods {', '.join(c.name for c in classes)}; "
                              f"valid solvers: {', '.join(known) or 'none (no continuous-time method)'}")
+
+
+# --- the evaluation plan and its cost, shared by the runner and --dry-run -------------------------
+
+def steps_per_epoch(cell: Cell, n_train: int) -> int:
+    """Optimiser steps in one epoch: every stage makes one pass of minibatches."""
+    return get_method(cell.method).num_stages(cell.config) * -(-n_train // cell.config.batch_size)
+
+
+def eval_steps(cell: Cell, n_train: int) -> list[int]:
+    """Optimiser step counts after which the model is evaluated; the last is the end of training."""
+    per_epoch = steps_per_epoch(cell, n_train)
+    total = cell.config.epochs * per_epoch
+    if cell.eval_points is None:
+        return [e * per_epoch for e in range(1, cell.config.epochs + 1)]
+    points = min(cell.eval_points, total)
+    return sorted({round(k * total / points) for k in range(1, points + 1)})
+
+
+def sweep_settings(cell: Cell) -> list[tuple[int, str]]:
+    """(steps, solver) pairs evaluated at the end, beyond the default one (continuous methods only)."""
+    cls = get_method(cell.method)
+    default = cls.default_setting(cell.config)
+    if not cls.continuous or not (cell.inference_steps or cell.solvers):
+        return []
+    settings = []
+    for solver in cell.solvers or (default[1],):
+        if solver not in (cls.solvers or (cls.default_solver,)):
+            continue  # e.g. 'ancestral' asked for, but this method has no such rule
+        for steps in cell.inference_steps or (cell.config.timesteps,):
+            if (steps, solver) != default and (steps, solver) not in settings:
+                settings.append((steps, solver))
+    return settings
+
+
+def cell_cost(cell: Cell) -> dict:
+    """What a cell will do, counted before any data is read: optimiser steps, evaluation points, and
+    network evaluations x images (forward passes of a block or of the CT network) for training and
+    for inference. A unit for comparing cells and planning, not a time."""
+    spec = get_spec(cell.dataset)
+    n_train = min(spec.n_train, cell.train_limit or spec.n_train)
+    n_test = min(spec.n_test, cell.test_limit or spec.n_test)
+    cls = get_method(cell.method)
+    points = eval_steps(cell, n_train)
+    runs = cell.inference_runs if cls.stochastic else 1
+    per_eval = cls.nfe_per_image(cell.config, *cls.default_setting(cell.config)) * runs
+    final = per_eval + sum(cls.nfe_per_image(cell.config, k, s) for k, s in sweep_settings(cell)) * runs
+    eval_nfe = n_test * (per_eval * (len(points) - 1) + final)
+    if cell.train_accuracy:
+        eval_nfe += n_train * per_eval  # default setting only, at the end
+    return {"train_steps": points[-1], "eval_points": len(points),
+            "train_nfe": cell.config.epochs * n_train * cls.train_nfe_per_image(cell.config),
+            "eval_nfe": eval_nfe}

@@ -19,7 +19,7 @@ def run(argv):
 
 def test_tiny_run_writes_tidy_rows_and_metadata(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run(["--suite", "ci", *TINY, "--epochs", "2", "--inference-runs", "2", "--seeds", "3", "--out", out]) == 0
+    assert run(["--suite", "quick", *TINY, "--epochs", "2", "--inference-runs", "2", "--seeds", "3", "--out", out]) == 0
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns) == COLUMNS
     # 2 methods x 2 epochs x 1 evaluation setting x 2 inference runs
@@ -30,10 +30,10 @@ def test_tiny_run_writes_tidy_rows_and_metadata(tmp_path, capsys):
     first, second = (df[(df.method == "noprop-dt") & (df.epoch == e)].iloc[0] for e in (1, 2))
     assert second["cum_train_time_s"] == pytest.approx(first["train_time_s"] + second["train_time_s"])
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["suite"] == "ci" and meta["finished"] and meta["failed"] == {}
+    assert meta["suite"] == "quick" and meta["finished"] and meta["failed"] == {}
     assert {"revision", "dirty"} <= set(meta["git"])
     assert meta["packages"]["torch"] == importlib.metadata.version("torch")
-    assert meta["device"]["type"] == "cpu" and meta["command"][1:3] == ["--suite", "ci"]
+    assert meta["device"]["type"] == "cpu" and meta["command"][1:3] == ["--suite", "quick"]
     assert set(meta["cells"]) == set(df["cell_id"])
     cell = next(iter(meta["cells"].values()))
     assert cell["config"]["epochs"] == 2 and cell["train_limit"] == 200
@@ -44,7 +44,7 @@ def test_tiny_run_writes_tidy_rows_and_metadata(tmp_path, capsys):
 def test_same_seed_twice_gives_identical_rows(tmp_path):
     frames = []
     for name in ("a", "b"):
-        assert run(["--suite", "ci", *TINY, "--out", tmp_path / name]) == 0
+        assert run(["--suite", "quick", *TINY, "--out", tmp_path / name]) == 0
         frames.append(pd.read_csv(tmp_path / name / "results.csv").drop(columns=TIMING_COLUMNS))
     pd.testing.assert_frame_equal(*frames)
 
@@ -52,7 +52,7 @@ def test_same_seed_twice_gives_identical_rows(tmp_path):
 def test_another_seed_gives_other_rows(tmp_path):
     accs = []
     for seed in (0, 1):
-        assert run(["--suite", "ci", *TINY, "--methods", "noprop-dt", "--seeds", seed, "--out", tmp_path / str(seed)]) == 0
+        assert run(["--suite", "quick", *TINY, "--methods", "noprop-dt", "--seeds", seed, "--out", tmp_path / str(seed)]) == 0
         accs.append(pd.read_csv(tmp_path / str(seed) / "results.csv")["train_loss"].item())
     assert accs[0] != accs[1]
 
@@ -67,10 +67,10 @@ def test_default_suite_runs_on_real_mnist(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "dfa"], "unknown method 'dfa'; valid methods: " + ", ".join(METHODS)),
-    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, quick"),
+    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, paper-fig3, paper-table1, paper-table2, quick, steps"),
     (["--embeddings", "dim=20"], "unknown embedding 'dim=20'; valid embeddings: one-hot, dim20, prototype"),
     (["--datasets", "svhn"], "unknown data set 'svhn'; valid data sets: mnist"),
-    (["--set", "learning_rate=1"], "unknown config key(s) learning_rate for method 'noprop-dt'; valid keys:"),
+    (["--set", "learning_rate=1"], "unknown config key 'learning_rate' for methods noprop-dt, backprop; valid keys: a_init,"),
     (["--set", "lr=-1"], "config 'lr' must be > 0, got -1"),
     (["--device", "tpu"], "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
 ], ids=["method", "suite", "embedding", "dataset", "config-key", "config-value", "device"])
@@ -94,12 +94,12 @@ def test_malformed_options_exit_with_usage(argv, capsys):
     assert "error: argument" in capsys.readouterr().err
 
 
-def test_existing_results_are_never_overwritten(tmp_path, capsys):
+def test_a_foreign_results_file_is_never_overwritten(tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()
     (out / "results.csv").write_text("precious\n")
-    assert run(["--suite", "ci", *TINY, "--out", out]) == 2
-    assert "already exists; pass a new --out" in capsys.readouterr().err
+    assert run(["--suite", "quick", *TINY, "--out", out]) == 2
+    assert "cannot be resumed; pass --fresh" in capsys.readouterr().err
     assert (out / "results.csv").read_text() == "precious\n"
 
 
@@ -115,11 +115,11 @@ def test_a_diverging_cell_is_reported_and_keeps_earlier_rows(tmp_path, monkeypat
 
     monkeypatch.setattr(cls, "loss", loss_that_diverges_in_epoch_2)
     out = tmp_path / "div"
-    argv = ["--suite", "ci", "--datasets", "digits", "--train-limit", "200", "--test-limit", "50",
+    argv = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "50",
             "--set", "batch_size=100", "--epochs", "3", "--no-progress", "--out", out]
     assert run(argv) == 1
     err = capsys.readouterr().err
-    assert "backprop/digits/one-hot/seed0 diverged in epoch 2" in err and "lower learning rate" in err
+    assert "backprop/digits/one-hot/seed0 diverged by epoch 2" in err and "lower learning rate" in err
     df = pd.read_csv(out / "results.csv")
     assert sorted(df[df.method == "backprop"]["epoch"]) == [1]
     assert sorted(df[df.method == "noprop-dt"]["epoch"]) == [1, 2, 3]  # the other cell still ran

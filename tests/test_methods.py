@@ -28,7 +28,7 @@ def test_contract(digits, name, embedding):
         loss.backward()
         opt.step()
     m.eval()
-    for steps, solver in m.eval_settings():
+    for steps, solver in [m.default_setting(m.config)]:
         scores = m.predict(x, steps=steps, solver=solver)
         assert scores.shape == (32, digits.spec.num_classes) and torch.isfinite(scores).all()
     counts = m.param_counts()
