@@ -1,0 +1,297 @@
+"""`python run_bench.py report RESULTS_DIR`: plots and a markdown comparison with the paper.
+
+Writes into RESULTS_DIR/report/ (or --out):
+  accuracy_vs_time.png   Figure 3 style: test accuracy against cumulative training time, one panel per
+                         data set, mean line and standard-error band over seeds x inference runs
+  accuracy_vs_steps.png  final test accuracy against inference steps, one line per solver
+  memory.png             Table 2 style: peak training memory per method and data set
+  table1.csv, table2.csv our aggregates next to the paper's values
+  report.md              all of the above in one page, with every disagreement flagged
+
+Aggregation follows the paper (section 10 of the reference): the mean and the standard error of the
+mean over every seed x inference run value of the final evaluation. A row is flagged when
+|ours - paper| > K * sqrt(se_ours^2 + se_paper^2) (K = --sigmas, default 1: "beyond the combined error").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.results import COLUMNS
+
+RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results"
+PAPER_TABLE1 = RESULTS_ROOT / "paper_table1.csv"
+PAPER_TABLE2 = RESULTS_ROOT / "paper_table2.csv"
+GB = 1e9  # the paper's "GB"; decimal, which it does not state either
+
+
+class ReportError(ValueError):
+    pass
+
+
+def load_results(results_dir: Path) -> tuple[pd.DataFrame, dict]:
+    results_dir = Path(results_dir)
+    csv_path = results_dir / "results.csv"
+    if not csv_path.is_file():
+        raise ReportError(f"{csv_path} not found; pass the --out directory of a run (it holds results.csv)")
+    try:
+        df = pd.read_csv(csv_path, dtype={"scaled": str, "solver": str, "eval_setting": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ReportError(f"{csv_path} is not a readable results CSV ({e})") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ReportError(f"{csv_path} lacks column(s) {', '.join(missing)}; it was not written by this "
+                          f"version of noprop-bench")
+    if df.empty:
+        raise ReportError(f"{csv_path} has no rows yet: no cell has finished an evaluation")
+    ledger = results_dir / "cells.jsonl"
+    if ledger.exists():  # rows of an interrupted cell are not results
+        from bench.results import read_ledger
+        done = {k for k, v in read_ledger(ledger).items() if v["error"] is None}
+        df = df[df["cell_id"].isin(done)]
+    try:
+        meta = json.loads((results_dir / "metadata.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    df["scaled"] = df["scaled"].fillna("")
+    return df, meta
+
+
+def final_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Every row of each cell's last evaluation point."""
+    return df[df["step"] == df.groupby("cell_id")["step"].transform("max")]
+
+
+def _mean_se(values: pd.Series) -> pd.Series:
+    n = values.count()
+    return pd.Series({"n": n, "mean": values.mean(), "se": values.sem() if n > 1 else np.nan})
+
+
+def table1(df: pd.DataFrame, paper: pd.DataFrame, sigmas: float) -> pd.DataFrame:
+    """Final accuracy (default inference setting) per method x data set x embedding x split."""
+    last = final_rows(df)
+    last = last[last["eval_setting"] == "default"]
+    long = pd.concat([last.assign(split="test", acc=last["test_acc"]),
+                      last.assign(split="train", acc=last["train_acc"])])
+    long = long.dropna(subset=["acc"])
+    keys = ["method", "embedding", "dataset", "split"]
+    ours = long.groupby(keys)["acc"].apply(_mean_se).unstack().reset_index()
+    scaled = long.groupby(keys)["scaled"].agg(lambda s: bool(s.str.len().max())).rename("scaled").reset_index()
+    out = ours.merge(scaled, on=keys).merge(paper.rename(columns={"mean": "paper", "se": "paper_se"}),
+                                            on=keys, how="left")
+    out["diff"] = out["mean"] - out["paper"]
+    out["combined_se"] = np.sqrt(out["se"].fillna(0) ** 2 + out["paper_se"] ** 2)
+    out["flag"] = out["diff"].abs() > sigmas * out["combined_se"]
+    out.loc[out["paper"].isna(), "flag"] = False
+    return out.sort_values(["dataset", "split", "method", "embedding"], key=_paper_order).reset_index(drop=True)
+
+
+def table2(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Peak training memory per method and data set (one-hot rows only, as in the paper)."""
+    onehot = df[df["embedding"] == "one-hot"]
+    per_cell = onehot.groupby(["method", "dataset", "cell_id", "mem_kind"], as_index=False)["peak_mem_bytes"].max()
+    out = per_cell.groupby(["method", "dataset", "mem_kind"], as_index=False).agg(
+        n=("peak_mem_bytes", "size"), peak_gb=("peak_mem_bytes", lambda b: b.max() / GB))
+    out = out.merge(paper.rename(columns={"gb": "paper_gb"}), on=["method", "dataset"], how="left")
+    # CPU resident memory is not the quantity the paper measured: never put a ratio next to it
+    out["ratio"] = np.where(out["mem_kind"] == "cuda_max_allocated", out["peak_gb"] / out["paper_gb"], np.nan)
+    return out.sort_values(["dataset", "method"], key=_paper_order).reset_index(drop=True)
+
+
+ORDER = {name: i for i, name in enumerate(
+    ["backprop", "noprop-dt", "adjoint", "noprop-ct", "noprop-fm", "backprop-ode",
+     "mnist", "cifar10", "cifar100", "fashion-mnist", "digits", "one-hot", "dim20", "prototype", "test", "train"])}
+
+
+def _paper_order(col: pd.Series) -> pd.Series:
+    return col.map(lambda v: ORDER.get(v, len(ORDER)))
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+def _curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method x data set x evaluation point: mean time, mean accuracy and its standard error."""
+    d = df[(df["eval_setting"] == "default") & (df["embedding"] == "one-hot")]
+    g = d.groupby(["dataset", "method", "step"])
+    return pd.DataFrame({"time": g["cum_train_time_s"].mean(), "acc": g["test_acc"].mean(),
+                         "se": g["test_acc"].sem().fillna(0), "n": g["test_acc"].size()}).reset_index()
+
+
+def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str) -> bool:
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    curves = _curves(df)
+    if curves.empty:
+        return False
+    datasets = sorted(curves["dataset"].unique(), key=lambda v: ORDER.get(v, 99))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.8), squeeze=False)
+    palette = dict(zip(sorted(curves["method"].unique(), key=lambda v: ORDER.get(v, 99)), sns.color_palette()))
+    for ax, dataset in zip(axes[0], datasets):
+        for method, c in curves[curves["dataset"] == dataset].groupby("method"):
+            c = c.sort_values("step")
+            ax.plot(c["time"], c["acc"], marker="o", ms=3, label=method, color=palette[method])
+            ax.fill_between(c["time"], c["acc"] - c["se"], c["acc"] + c["se"], alpha=0.25, color=palette[method])
+        ax.set(title=f"{dataset}{suffix}", xlabel="cumulative training time (s)", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(title="one-hot", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_accuracy_vs_steps(df: pd.DataFrame, path: Path, suffix: str) -> bool:
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    last = final_rows(df)
+    swept = last[last["eval_setting"] == "sweep"]["cell_id"].unique()
+    d = last[last["cell_id"].isin(swept)]
+    if d.empty:
+        return False
+    g = sns.relplot(data=d, x="inference_steps", y="test_acc", hue="solver", style="solver", col="method",
+                    row="dataset", kind="line", markers=True, errorbar="se", height=3.2, aspect=1.2,
+                    facet_kws={"sharey": False})
+    g.set(xscale="log")
+    g.set_axis_labels("inference steps", "test accuracy (%)")
+    g.set_titles("{row_name} / {col_name}" + suffix)
+    g.savefig(path, dpi=120)
+    plt.close(g.figure)
+    return True
+
+
+def plot_memory(mem: pd.DataFrame, path: Path, suffix: str) -> bool:
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    if mem.empty:
+        return False
+    kinds = ", ".join(sorted(mem["mem_kind"].unique()))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    sns.barplot(data=mem, x="method", y="peak_gb", hue="dataset", ax=ax)
+    ax.set(ylabel=f"peak memory (GB, {kinds})", xlabel="", title=f"peak training memory, one-hot{suffix}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --- markdown ------------------------------------------------------------------------------------
+
+def _fmt(mean, se) -> str:
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.2f}" if pd.isna(se) else f"{mean:.2f} ± {se:.2f}"
+
+
+def markdown(df, meta, t1, t2, figures, sigmas, results_dir) -> str:
+    scaled = sorted(r for r in df["scaled"].unique() if r)
+    suites = ", ".join(sorted(df["suite"].unique()))
+    lines = [f"# noprop-bench report: {results_dir}", ""]
+    if scaled:
+        lines += ["> **SCALED RUN.** These results come from a suite changed on the command line, so they are "
+                  "not the suite's (or the paper's) protocol and are not expected to match the paper:", ">"]
+        lines += [f"> - {r}" for r in scaled]
+        lines.append("")
+    git = meta.get("git", {})
+    lines += [f"- suite(s): {suites}; cells: {df['cell_id'].nunique()}; rows: {len(df)}",
+              f"- device(s): {', '.join(sorted(df['device'].unique()))} ({meta.get('device', {}).get('name', '?')})",
+              f"- git revision: {git.get('revision')}{' (dirty)' if git.get('dirty') else ''}",
+              f"- command: `{' '.join(meta.get('command', ['?']))}`", ""]
+    lines += ["## Table 1: accuracy (%)", "",
+              f"Mean ± standard error over seeds × inference runs at the end of training (n values), with the "
+              f"default inference setting of each method. **Flagged** (⚠) where |ours − paper| > {sigmas:g} × "
+              f"√(se_ours² + se_paper²). Rows marked *scaled* did not run the paper's protocol.", "",
+              "| data set | split | method | embedding | n | ours | paper | diff | |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in t1.itertuples():
+        flag = "⚠" if r.flag else ""
+        note = " *scaled*" if r.scaled else ""
+        lines.append(f"| {r.dataset} | {r.split} | {r.method} | {r.embedding} | {int(r.n)} | "
+                     f"{_fmt(r.mean, r.se)}{note} | {_fmt(r.paper, r.paper_se)} | "
+                     f"{'-' if pd.isna(r.diff) else f'{r.diff:+.2f}'} | {flag} |")
+    lines += ["", "## Table 2: peak training memory", "",
+              "Per cell, the largest peak over its evaluation intervals; per method and data set, the largest "
+              "over cells. `cuda_max_allocated` is `torch.cuda.max_memory_allocated` after "
+              "`reset_peak_memory_stats`; `cpu_peak_rss` is the process's peak resident set, which includes "
+              "the data and everything run before in the process, and is not comparable with the paper's GPU "
+              "figures (no ratio is shown for it).", "",
+              "| data set | method | cells | ours (GB) | kind | paper (GB) | ours / paper |",
+              "|---|---|---|---|---|---|---|"]
+    for r in t2.itertuples():
+        ratio = "-" if pd.isna(r.ratio) else f"{r.ratio:.2f}"
+        paper = "-" if pd.isna(r.paper_gb) else f"{r.paper_gb:.2f}"
+        lines.append(f"| {r.dataset} | {r.method} | {r.n} | {r.peak_gb:.2f} | {r.mem_kind} | {paper} | {ratio} |")
+    sweep = _steps_table(df)
+    if sweep is not None:
+        lines += ["", "## Accuracy (%) against inference steps", "",
+                  "Final model, mean over seeds × inference runs.", "", sweep]
+    lines += ["", "## Figures", ""]
+    for name, (done, why) in figures.items():
+        lines.append(f"![{name}]({name})" if done else f"- {name}: not drawn ({why})")
+    return "\n".join(lines) + "\n"
+
+
+def _steps_table(df) -> str | None:
+    last = final_rows(df)
+    swept = last[last["eval_setting"] == "sweep"]["cell_id"].unique()
+    d = last[last["cell_id"].isin(swept)]
+    if d.empty:
+        return None
+    pivot = d.pivot_table(index=["dataset", "method", "solver"], columns="inference_steps", values="test_acc",
+                          aggfunc="mean")
+    header = "| data set | method | solver | " + " | ".join(str(c) for c in pivot.columns) + " |"
+    rows = [header, "|" + "---|" * (3 + len(pivot.columns))]
+    for (dataset, method, solver), values in pivot.iterrows():
+        cells = " | ".join("-" if pd.isna(v) else f"{v:.2f}" for v in values)
+        rows.append(f"| {dataset} | {method} | {solver} | {cells} |")
+    return "\n".join(rows)
+
+
+def read_paper(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, comment="#")
+
+
+def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import seaborn as sns
+    sns.set_theme(style="whitegrid", context="paper")
+    df, meta = load_results(results_dir)
+    if df.empty:
+        raise ReportError(f"{results_dir}: no cell has finished yet (see cells.jsonl)")
+    out = Path(out) if out else Path(results_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = " (scaled)" if df["scaled"].str.len().max() else ""
+    t1 = table1(df, read_paper(PAPER_TABLE1), sigmas)
+    t2 = table2(df, read_paper(PAPER_TABLE2))
+    t1.to_csv(out / "table1.csv", index=False)
+    t2.to_csv(out / "table2.csv", index=False)
+    figures = {
+        "accuracy_vs_time.png": (plot_accuracy_vs_time(df, out / "accuracy_vs_time.png", suffix),
+                                 "no one-hot rows"),
+        "accuracy_vs_steps.png": (plot_accuracy_vs_steps(df, out / "accuracy_vs_steps.png", suffix),
+                                  "no inference-step sweep in these results (suite 'steps' or --inference-steps)"),
+        "memory.png": (plot_memory(t2, out / "memory.png", suffix), "no one-hot rows"),
+    }
+    (out / "report.md").write_text(markdown(df, meta, t1, t2, figures, sigmas, results_dir))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run_bench.py report", description=__doc__.split("\n")[0])
+    p.add_argument("results_dir", type=Path, help="a run's output directory (holds results.csv)")
+    p.add_argument("--out", type=Path, help="where to write (default: RESULTS_DIR/report)")
+    p.add_argument("--sigmas", type=float, default=1.0,
+                   help="flag |ours - paper| beyond this many combined standard errors (default 1)")
+    args = p.parse_args(argv)
+    try:
+        out = write_report(args.results_dir, args.out, args.sigmas)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {out / 'report.md'}")
+    return 0
