@@ -1,0 +1,90 @@
+"""Throughput benchmarks (pytest-benchmark): one training step and one inference batch per method.
+
+Not timed in the normal test run (pyproject's addopts has --benchmark-disable: each body runs once, as
+a test that it still works). Measure with
+
+    bin/test tests/test_throughput.py --benchmark-enable --benchmark-json=results/benchmarks/NAME.json
+    bin/test tests/test_throughput.py --benchmark-enable --benchmark-compare=PATH_OR_ID   # against a baseline
+
+Inputs are random MNIST-shaped batches (pixel values do not change the work). The model is Table 3's
+MNIST configuration, except that the continuous-time methods integrate NOPROP_BENCH_STEPS steps
+(default 20; the paper's 1000 makes one CPU step take minutes): training steps for the neural-ODE
+baselines, inference steps for all of them. Each result's extra_info records method, device, batch,
+steps and images per second. On CUDA every timed call ends with a synchronisation.
+"""
+import os
+
+import pytest
+import torch
+
+from bench.data import DATASETS
+from methods import METHODS
+
+BATCH = 128
+STEPS = int(os.environ.get("NOPROP_BENCH_STEPS", "20"))
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SPEC = DATASETS["mnist"]
+
+
+def build(name):
+    cls = METHODS[name]
+    overrides = {"timesteps": STEPS} if cls.continuous else {}
+    torch.manual_seed(0)
+    return cls(SPEC, cls.default_config("mnist", **overrides), DEVICE)
+
+
+def batch(n):
+    x = torch.randn(n, *SPEC.image_shape, device=DEVICE)
+    y = torch.randint(0, SPEC.num_classes, (n,), device=DEVICE)
+    return x, y
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def record(benchmark, name, images, steps):
+    benchmark.extra_info.update(method=name, device=str(DEVICE), batch=images, steps=steps)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["images_per_s"] = images / benchmark.stats.stats.mean
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_train_step(benchmark, name):
+    """One optimiser step on one minibatch (for NoProp-DT: one block's step; an epoch has T of them)."""
+    method = build(name)
+    method.train()
+    optimizer = method.make_optimizer()
+    stage = method.stages()[-1]
+    x, y = batch(BATCH)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = method.loss(x, y, stage)
+        loss.backward()
+        optimizer.step()
+        sync()
+        return loss
+
+    loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    assert torch.isfinite(loss)
+    record(benchmark, name, BATCH, STEPS if method.continuous else method.config.timesteps)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_inference(benchmark, name):
+    """Class scores for one batch with the method's default rule (continuous: STEPS steps)."""
+    method = build(name)
+    method.eval()
+    x, _ = batch(256)
+
+    @torch.no_grad()
+    def infer():
+        scores = method.predict(x)
+        sync()
+        return scores
+
+    scores = benchmark.pedantic(infer, rounds=5, warmup_rounds=1)
+    assert scores.shape == (256, SPEC.num_classes)
+    record(benchmark, name, 256, method.last_nfe)
