@@ -42,6 +42,16 @@ def _positive(value: str) -> int:
     return n
 
 
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{value}'")
+    return n
+
+
 def _setting(value: str) -> tuple[str, object]:
     key, sep, raw = value.partition("=")
     if not sep or not key:
@@ -55,7 +65,7 @@ def _setting(value: str) -> tuple[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_bench.py", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="run_bench.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="quick", help="suite to run (default: quick); see --list")
     p.add_argument("--list", action="store_true", help="list suites, methods, data sets and embeddings")
@@ -83,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="do not resume: move an existing results.csv in --out "
                                                         "aside (to OUT/replaced-TIMESTAMP/) and run every cell")
     p.add_argument("--dry-run", action="store_true", help="list the cells, their settings and cost; run nothing")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: every cell in this process (default); ray: one Ray task per cell")
+    p.add_argument("--ray-address", help="Ray cluster to use: auto (one started by `ray start` on this node), "
+                                         "HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS, else a new local "
+                                         "instance)")
+    p.add_argument("--ray-cpus-per-task", type=_positive, default=1,
+                   help="CPUs (and torch threads) per cell when the cluster has no GPUs (default 1)")
+    p.add_argument("--ray-max-retries", type=_count, default=2, help="retries of a cell whose worker died (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -205,8 +223,9 @@ def run(argv: list[str]) -> int:
 
     from bench.data import DataError
     from bench.results import ResultWriter, run_metadata
-    from bench.runner import RunOptions, resolve_device, run_cells
+    from bench.runner import RunOptions, SetupError, resolve_device, run_cells
     from bench.suites import expand, load_suite
+    import torch
 
     if args.list:
         print(list_everything())
@@ -218,7 +237,8 @@ def run(argv: list[str]) -> int:
             print(f"suite '{args.suite}': {suite.get('description', '')}")
             print(dry_run(cells, args.out))
             return 0
-        device = resolve_device(args.device)
+        # with Ray, the device is chosen on each worker; the driver needs none
+        device = resolve_device(args.device) if args.executor == "local" else torch.device("cpu")
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = args.out or PROJECT_ROOT / "results" / "runs" / f"{args.suite}-{stamp}"
         writer = ResultWriter(out, fresh=args.fresh)
@@ -233,6 +253,10 @@ def run(argv: list[str]) -> int:
     todo = [c for c in cells if not writer.done(c.id)]
     previous = writer.read_metadata()
     meta = run_metadata(argv, device)
+    if args.executor == "ray":
+        meta["device"] = {"type": "ray", "requested": args.device, "address": args.ray_address,
+                          "cpus_per_task": args.ray_cpus_per_task}
+    meta["executor"] = args.executor
     meta.update(suite=args.suite, paper_protocol=bool(load_suite(args.suite).get("paper")) and not scaled,
                 scaled=list(scaled), suite_config=suite, config_overrides=settings, data_dir=args.data_dir,
                 cells={**(previous or {}).get("cells", {}), **{c.id: c.as_dict() for c in cells}},
@@ -241,14 +265,21 @@ def run(argv: list[str]) -> int:
     if meta["previous"]:
         meta["previous"][-1].pop("cells", None)  # the union is kept at the top level
     writer.write_metadata(meta)
-    print(f"{len(cells)} cell(s) of suite '{args.suite}' on {meta['device']['name']} ({device}); "
+    where = f"Ray ({args.ray_address or 'local'})" if args.executor == "ray" else f"{meta['device']['name']} ({device})"
+    print(f"{len(cells)} cell(s) of suite '{args.suite}' on {where}; "
           f"{len(cells) - len(todo)} already finished in {writer.out_dir}, {len(todo)} to run; "
           f"writing {writer.csv_path}", file=sys.stderr)
     if scaled:
         print("SCALED (not the suite as written): " + "; ".join(scaled), file=sys.stderr)
+    options = RunOptions(device, args.data_dir, False if args.no_progress else None)
     try:
-        outcomes = run_cells(todo, RunOptions(device, args.data_dir, False if args.no_progress else None), writer)
-    except DataError as e:
+        if args.executor == "ray":
+            from bench.ray_executor import run_cells_ray
+            outcomes = run_cells_ray(todo, options, writer, args.device, args.ray_address,
+                                     args.ray_cpus_per_task, args.ray_max_retries)
+        else:
+            outcomes = run_cells(todo, options, writer)
+    except (DataError, SetupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

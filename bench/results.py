@@ -20,10 +20,11 @@ COLUMNS = [
     "suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch", "step",
     "eval_setting", "inference_steps", "solver", "inference_run", "nfe", "test_acc", "train_acc", "eval_time_s",
     "train_loss", "loss_ce", "loss_kl", "loss_mse", "train_time_s", "cum_train_time_s",
-    "peak_mem_bytes", "mem_kind", "n_train", "n_test", "params_trainable", "device", "scaled",
+    "peak_mem_bytes", "mem_kind", "n_train", "n_test", "params_trainable", "device", "host", "scaled",
 ]
-# Columns that differ between two identical runs (the determinism test ignores exactly these).
+# Columns that differ between two identical runs (the determinism tests ignore exactly these).
 TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes"]
+HOST_COLUMNS = ["host"]
 PACKAGES = ["torch", "torchvision", "torchdiffeq", "numpy", "pandas", "seaborn", "scikit-learn", "tqdm"]
 
 

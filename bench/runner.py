@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import platform
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +15,10 @@ from bench.timing import Clock, PeakMemory
 from methods import get_method
 
 EVAL_BATCH = 1000  # images per inference batch; does not affect results
+
+
+class SetupError(ValueError):
+    """An executor could not start (no Ray, no cluster, no GPU there): nothing has run."""
 
 
 @dataclass
@@ -91,7 +96,8 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
     base = {"suite": cell.suite, "cell_id": cell.id, "method": cell.method, "dataset": cell.dataset,
             "embedding": cell.embedding, "seed": cell.seed, "n_train": len(data.train),
             "n_test": len(data.test), "params_trainable": method.param_counts()["params_trainable"],
-            "device": str(device), "mem_kind": memory.kind, "scaled": "; ".join(cell.scaled)}
+            "device": str(device), "host": platform.node(), "mem_kind": memory.kind,
+            "scaled": "; ".join(cell.scaled)}
     per_epoch = steps_per_epoch(cell, len(data.train))
     points = eval_steps(cell, len(data.train))
     steps = training_steps(method, optimizer, data.train, cell.config.batch_size)

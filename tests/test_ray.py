@@ -1,0 +1,136 @@
+"""--executor ray on a local Ray instance (2 CPUs): the same rows as the local executor, a worker
+killed mid-cell is retried so every cell lands exactly once, a failing cell is recorded while the
+others finish, a node without the data set names itself and the data set."""
+import glob
+import json
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+import ray
+import torch
+
+import run_bench
+from bench.ray_executor import run_cells_ray
+from bench.results import HOST_COLUMNS, TIMING_COLUMNS, ResultWriter, read_ledger
+from bench.runner import RunOptions
+from bench.suites import Cell
+from methods import METHODS
+
+THREADS = min(2, torch.get_num_threads())
+ARGV = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "100",
+        "--methods", "noprop-dt,noprop-fm", "--seeds", "0,1", "--epochs", "2", "--set", "noprop-fm.timesteps=4",
+        "--no-progress"]
+RAY = ["--executor", "ray", "--ray-cpus-per-task", str(THREADS)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local instance for the module; the executor uses it rather than starting its own."""
+    os.environ["NOPROP_BENCH_OFFLINE"] = "1"  # workers inherit the environment at start-up
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def same_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)  # the workers run with THREADS torch threads; so does the local run
+    yield
+    torch.set_num_threads(before)
+
+
+def run(argv):
+    return run_bench.main([str(a) for a in argv])
+
+
+def rows(out):
+    df = pd.read_csv(out / "results.csv").drop(columns=TIMING_COLUMNS + HOST_COLUMNS)
+    return df.sort_values(["cell_id", "step", "eval_setting", "inference_run"]).reset_index(drop=True)
+
+
+def test_ray_gives_the_same_rows_as_the_local_executor(tmp_path, same_threads):
+    assert run([*ARGV, "--out", tmp_path / "local"]) == 0
+    assert run([*ARGV, *RAY, "--out", tmp_path / "ray"]) == 0
+    pd.testing.assert_frame_equal(rows(tmp_path / "ray"), rows(tmp_path / "local"))
+    meta = json.loads((tmp_path / "ray" / "metadata.json").read_text())
+    assert meta["executor"] == "ray" and meta["device"]["type"] == "ray"
+    # resuming works as for a local run: nothing left to do
+    assert run([*ARGV, *RAY, "--out", tmp_path / "ray"]) == 0
+    pd.testing.assert_frame_equal(rows(tmp_path / "ray"), rows(tmp_path / "local"))
+
+
+def _kill_first_cell_worker(killed: list, stop: threading.Event):
+    """SIGKILL the first worker seen running a cell, once it has run for a moment."""
+    while not stop.is_set():
+        for path in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                with open(path, "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue
+            if title.startswith(b"ray::noprop-bench-cell"):
+                time.sleep(0.5)
+                pid = int(path.split("/")[2])
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    continue
+                return
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_cell_is_retried_and_every_cell_lands_once(tmp_path, same_threads):
+    argv = [*ARGV, "--epochs", "6"]  # long enough cells that the kill lands mid-cell
+    assert run([*argv, "--out", tmp_path / "local"]) == 0
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_first_cell_worker, args=(killed, stop), daemon=True)
+    killer.start()
+    try:
+        assert run([*argv, *RAY, "--out", tmp_path / "ray"]) == 0
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no cell worker was seen to kill"
+    ledger = read_ledger(tmp_path / "ray" / "cells.jsonl")
+    assert len(ledger) == 4 and all(e["error"] is None for e in ledger.values())
+    assert len((tmp_path / "ray" / "cells.jsonl").read_text().splitlines()) == 4  # once each
+    pd.testing.assert_frame_equal(rows(tmp_path / "ray"), rows(tmp_path / "local"))
+
+
+def test_a_cell_that_raises_is_recorded_as_failed_and_the_others_finish(tmp_path):
+    good = Cell("t", "noprop-fm", "digits", 0, METHODS["noprop-fm"].default_config("digits", epochs=1, timesteps=2),
+                train_limit=100, test_limit=50)
+    bad = Cell("t", "no-such-method", "digits", 0, good.config, train_limit=100, test_limit=50)
+    writer = ResultWriter(tmp_path / "r")
+    outcomes = run_cells_ray([bad, good], RunOptions(torch.device("cpu"), progress=False), writer, "cpu")
+    by_method = {o.cell.method: o for o in outcomes}
+    assert by_method["noprop-fm"].error is None and by_method["noprop-fm"].rows
+    assert "no-such-method/digits/one-hot/seed0 raised on a Ray worker: ValueError: unknown method" \
+        in by_method["no-such-method"].error
+    ledger = read_ledger(tmp_path / "r" / "cells.jsonl")
+    assert ledger[good.id]["error"] is None and "raised on a Ray worker" in ledger[bad.id]["error"]
+    assert set(pd.read_csv(tmp_path / "r" / "results.csv")["cell_id"]) == {good.id}
+
+
+def test_a_node_without_the_data_set_names_the_node_and_the_data_set(tmp_path, capsys):
+    argv = ["--suite", "quick", "--datasets", "digits,cifar10", "--methods", "noprop-fm", "--set", "timesteps=2",
+            "--train-limit", "100", "--test-limit", "50", "--no-progress", "--data-dir", tmp_path / "empty",
+            *RAY, "--out", tmp_path / "r"]
+    assert run(argv) == 1
+    err = capsys.readouterr().err
+    assert f"noprop-fm/cifar10/one-hot/seed0 on node {os.uname().nodename}: " in err and "cifar10" in err
+    df = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert set(df["dataset"]) == {"digits"}
+    failed = json.loads((tmp_path / "r" / "metadata.json").read_text())["failed"]
+    assert len(failed) == 1
+
+
+def test_a_gpu_request_on_a_cluster_without_gpus_is_a_clear_error(tmp_path, capsys):
+    assert run([*ARGV, *RAY, "--device", "cuda", "--out", tmp_path / "r"]) == 2
+    assert "--device cuda: the Ray cluster has no GPUs" in capsys.readouterr().err
