@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results import COLUMNS
+# the columns report and check read (a CSV from an older version without, say, `host` still reports)
+NEEDED = ["suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch", "step", "eval_setting",
+          "inference_steps", "solver", "inference_run", "test_acc", "train_acc", "cum_train_time_s",
+          "peak_mem_bytes", "mem_kind", "device", "scaled"]
 
 RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results"
 PAPER_TABLE1 = RESULTS_ROOT / "paper_table1.csv"
@@ -43,7 +46,7 @@ def load_results(results_dir: Path) -> tuple[pd.DataFrame, dict]:
         df = pd.read_csv(csv_path, dtype={"scaled": str, "solver": str, "eval_setting": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ReportError(f"{csv_path} is not a readable results CSV ({e})") from None
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in NEEDED if c not in df.columns]
     if missing:
         raise ReportError(f"{csv_path} lacks column(s) {', '.join(missing)}; it was not written by this "
                           f"version of noprop-bench")
