@@ -191,9 +191,9 @@ def dry_run(cells, writer_dir: Path | None) -> str:
     import pandas as pd
     from bench.results import read_ledger
     from bench.suites import cell_cost
-    finished = {}
+    done = set()
     if writer_dir is not None and (writer_dir / "cells.jsonl").exists():
-        finished = read_ledger(writer_dir / "cells.jsonl")
+        done = {k for k, e in read_ledger(writer_dir / "cells.jsonl").items() if e["error"] is None}
     rows = []
     for c in cells:
         cfg = c.config
@@ -201,7 +201,7 @@ def dry_run(cells, writer_dir: Path | None) -> str:
                      "epochs": cfg.epochs, "batch": cfg.batch_size, "optim": cfg.optimizer, "lr": cfg.lr,
                      "wd": cfg.weight_decay, "T": cfg.timesteps, "eta": getattr(cfg, "eta", None),
                      "runs": c.inference_runs, **cell_cost(c),
-                     "status": "finished" if finished.get(c.id, {"error": 1})["error"] is None else "to run"})
+                     "status": "finished" if c.id in done else "to run"})
     df = pd.DataFrame(rows)
     for col in ("train_nfe", "eval_nfe"):
         df[col] = df[col] / 1e6

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from methods.base import Method
+from dataclasses import dataclass
+
+from methods.base import Method, MethodConfig
 from methods.embeddings import LabelEmbedding, make_embedding
 from methods.nets import conv_features, conv_stack
 
@@ -42,9 +44,25 @@ def time_embedding(t: torch.Tensor, dim: int = 64) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+@dataclass
+class ContinuousConfig(MethodConfig):
+    timesteps: int = 1000  # inference steps (Table 3), 1 to MAX_STEPS
+
+    def validate(self) -> None:
+        super().validate()
+        check_steps(self.timesteps, "config 'timesteps'")
+
+
 class ContinuousMethod(Method):
     """Base of the continuous-time methods: any step count, several solvers, one network per step."""
     continuous = True
+
+    def inference_setting(self, steps: int | None, solver: str | None) -> tuple[int, str]:
+        """predict()'s arguments, defaulted and checked: (steps, solver)."""
+        steps = check_steps(self.config.timesteps if steps is None else steps, self.name)
+        solver = solver or self.default_solver
+        self.check_solver(solver)
+        return steps, solver
 
     @classmethod
     def nfe_per_image(cls, config, steps: int, solver: str) -> int:

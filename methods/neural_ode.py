@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import MethodConfig
-from methods.continuous import SOLVERS, ContinuousMethod, build_ct_model, check_steps, integrate
+from methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, build_ct_model, integrate
 
 
 @dataclass
-class ODEConfig(MethodConfig):
+class ODEConfig(ContinuousConfig):
     timesteps: int = 1000     # solver steps in training and by default in inference (Table 3)
     solver: str = "euler"     # training solver (our choice; the paper names none)
 
@@ -33,7 +32,6 @@ class ODEConfig(MethodConfig):
         super().validate()
         if self.solver not in SOLVERS:
             raise ValueError(f"unknown solver '{self.solver}'; valid solvers: {', '.join(SOLVERS)}")
-        check_steps(self.timesteps, "config 'timesteps'")
 
 
 class _Field(nn.Module):
@@ -87,9 +85,7 @@ class NeuralODE(ContinuousMethod):
 
     @torch.no_grad()
     def predict(self, x, steps=None, solver=None):
-        steps = check_steps(self.config.timesteps if steps is None else steps, self.name)
-        solver = solver or self.default_solver
-        self.check_solver(solver)
+        steps, solver = self.inference_setting(steps, solver)
         return self(x, steps, solver)
 
 

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodConfig
-from methods.continuous import SOLVERS, ContinuousMethod, LearnedSchedule, build_ct_model, check_steps, integrate
+from methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, LearnedSchedule, build_ct_model, integrate
 from methods.noprop_dt import kl_to_standard_normal
 from methods.schedules import DiscreteSchedule
 
 
 @dataclass
-class CTConfig(MethodConfig):
+class CTConfig(ContinuousConfig):
     optimizer: str = "adam"        # Table 3
     timesteps: int = 1000          # inference steps (Table 3); training samples t continuously
     eta: float = 1.0               # Table 3
@@ -40,7 +39,6 @@ class CTConfig(MethodConfig):
             raise ValueError(f"config 'eta' must be >= 0, got {self.eta!r}")
         if not self.gamma_0 < self.gamma_1:
             raise ValueError(f"need gamma_0 < gamma_1 so that SNR increases with t, got {self.gamma_0}, {self.gamma_1}")
-        check_steps(self.timesteps, "config 'timesteps'")
 
 
 class NoPropCT(ContinuousMethod):
@@ -78,9 +76,7 @@ class NoPropCT(ContinuousMethod):
 
     @torch.no_grad()
     def predict(self, x, steps=None, solver=None):
-        steps = check_steps(self.config.timesteps if steps is None else steps, self.name)
-        solver = solver or self.default_solver
-        self.check_solver(solver)
+        steps, solver = self.inference_setting(steps, solver)
         z = torch.randn(len(x), self.embed.dim, device=x.device)
         if solver == "ancestral":
             grid = torch.linspace(0.0, 1.0, steps + 1, device=x.device)

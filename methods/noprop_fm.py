@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodConfig
-from methods.continuous import SOLVERS, ContinuousMethod, build_ct_model, check_steps, integrate
+from methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, build_ct_model, integrate
 
 
 @dataclass
-class FMConfig(MethodConfig):
+class FMConfig(ContinuousConfig):
     optimizer: str = "adam"   # Table 3
     timesteps: int = 1000     # inference steps (Table 3)
     sigma: float = 0.0        # std of the path around the straight line (our choice)
@@ -29,7 +28,6 @@ class FMConfig(MethodConfig):
         super().validate()
         if not self.sigma >= 0:
             raise ValueError(f"config 'sigma' must be >= 0, got {self.sigma!r}")
-        check_steps(self.timesteps, "config 'timesteps'")
 
 
 class NoPropFM(ContinuousMethod):
@@ -62,9 +60,7 @@ class NoPropFM(ContinuousMethod):
 
     @torch.no_grad()
     def predict(self, x, steps=None, solver=None):
-        steps = check_steps(self.config.timesteps if steps is None else steps, self.name)
-        solver = solver or self.default_solver
-        self.check_solver(solver)
+        steps, solver = self.inference_setting(steps, solver)
         z0 = torch.randn(len(x), self.embed.dim, device=x.device)
         z1, counter = integrate(lambda t, z: self.velocity(z, x, t), z0, steps, solver)
         self.last_nfe = counter.nfe

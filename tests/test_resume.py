@@ -37,6 +37,8 @@ def test_rerun_skips_finished_cells_and_keeps_rows_once(tmp_path, capsys):
     pd.testing.assert_frame_equal(rows(out), first)
     meta = json.loads((out / "metadata.json").read_text())
     assert len(meta["skipped"]) == 2 and len(meta["previous"]) == 1
+    assert run([*TINY, "--out", out, "--dry-run"]) == 0
+    assert "2 cell(s), 0 to run" in capsys.readouterr().out
 
 
 def test_adding_cells_runs_only_the_new_ones(tmp_path):
