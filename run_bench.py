@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive, help="epochs per cell (default: the suite's, else Table 3)")
     p.add_argument("--train-limit", type=_positive, help="train on a fixed seeded subset of this many images")
     p.add_argument("--test-limit", type=_positive, help="test on a fixed seeded subset of this many images")
+    p.add_argument("--holdout", type=_positive, help="evaluate on this many training images set aside (a fixed "
+                                                     "draw, never trained on) instead of the test set: for "
+                                                     "deciding paper-silent choices without the test set")
     p.add_argument("--inference-runs", type=_positive, help="repeats of stochastic inference (paper: 5)")
     p.add_argument("--inference-steps", type=_ints, help="after the last epoch, also evaluate continuous-time "
                                                          "methods at these step counts, e.g. 2,5,10,20,50,100")
@@ -102,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs (and torch threads) per cell when the cluster has no GPUs (default 1)")
     p.add_argument("--ray-max-retries", type=_count, default=2, help="retries of a cell whose worker died (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-diagnostics", action="store_true", help="do not write diagnostics.csv (per-block and "
+                                                                 "per-t accuracies; they never change results.csv)")
     return p
 
 
@@ -122,7 +127,7 @@ def list_everything() -> str:
 
 # Overrides that change what a suite measures (rather than which of its cells run): the outputs of
 # a run with any of these say "scaled", with the reasons, in every row, the metadata and the report.
-SCALING = ("seeds", "train_limit", "test_limit", "inference_runs", "eval_points")
+SCALING = ("seeds", "train_limit", "test_limit", "holdout", "inference_runs", "eval_points")
 
 
 def suite_with_overrides(args) -> tuple[dict, dict, tuple[str, ...]]:
@@ -135,7 +140,7 @@ def suite_with_overrides(args) -> tuple[dict, dict, tuple[str, ...]]:
     if args.methods:
         suite["methods"] = list(METHODS) if args.methods == ["all"] else args.methods
     for key in ("datasets", "embeddings", "seeds", "inference_steps", "solvers",
-                "train_limit", "test_limit", "inference_runs", "eval_points"):
+                "train_limit", "test_limit", "holdout", "inference_runs", "eval_points"):
         value = getattr(args, key)
         if value is None or value == []:
             continue
@@ -271,7 +276,7 @@ def run(argv: list[str]) -> int:
           f"writing {writer.csv_path}", file=sys.stderr)
     if scaled:
         print("SCALED (not the suite as written): " + "; ".join(scaled), file=sys.stderr)
-    options = RunOptions(device, args.data_dir, False if args.no_progress else None)
+    options = RunOptions(device, args.data_dir, False if args.no_progress else None, not args.no_diagnostics)
     try:
         if args.executor == "ray":
             from bench.ray_executor import run_cells_ray
@@ -291,7 +296,7 @@ def run(argv: list[str]) -> int:
     writer.write_metadata(meta)
 
     print(summary_table(writer.out_dir))
-    print(f"\nresults: {writer.csv_path}\nmetadata: {writer.meta_path}")
+    print(f"\nresults: {writer.csv_path}\ndiagnostics: {writer.diag_path}\nmetadata: {writer.meta_path}")
     for error in meta["failed"].values():
         print(f"error: {error}", file=sys.stderr)
     return 1 if meta["failed"] else 0

@@ -105,9 +105,26 @@ def _subset(images: torch.Tensor, labels: torch.Tensor, limit: int | None, name:
     return images[keep], labels[keep]
 
 
+def _hold_out(images: torch.Tensor, labels: torch.Tensor, n: int, name: str):
+    """(rest, held out): a fixed seeded draw of n training images, disjoint from the rest."""
+    if not 0 < n < len(labels):
+        raise ValueError(f"--holdout must be between 1 and {len(labels) - 1} for {name} "
+                         f"({len(labels)} training images), got {n}")
+    g = torch.Generator().manual_seed(SUBSET_SEED + 1)  # not the train subset's draw
+    order = torch.randperm(len(labels), generator=g)
+    held, rest = order[:n].sort().values, order[n:].sort().values
+    return (images[rest], labels[rest]), (images[held], labels[held])
+
+
 def load_data(name: str, device: torch.device | str, data_dir: Path | str | None = None,
-              train_limit: int | None = None, test_limit: int | None = None) -> DeviceData:
-    """Load both splits of `name` onto `device`, optionally as fixed seeded subsets."""
+              train_limit: int | None = None, test_limit: int | None = None,
+              holdout: int | None = None) -> DeviceData:
+    """Load both splits of `name` onto `device`, optionally as fixed seeded subsets.
+
+    With `holdout`, that many training images are set aside (a fixed draw) and serve as the
+    evaluation split in place of the test set, so paper-silent choices are decided without looking at
+    the test set; `train_limit` then draws from the remaining training images.
+    """
     spec = get_spec(name)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     arrays = read_arrays(name, root)
@@ -115,8 +132,11 @@ def load_data(name: str, device: torch.device | str, data_dir: Path | str | None
     (tr_x, tr_y), (te_x, te_y) = arrays["train"], arrays["test"]
     if tuple(tr_x.shape[1:]) != spec.image_shape:
         raise DataError(f"{name}: images have shape {tuple(tr_x.shape[1:])}, expected {spec.image_shape}")
+    if holdout is not None:
+        (tr_x, tr_y), (te_x, te_y) = _hold_out(tr_x, tr_y, holdout, name)
+    else:
+        te_x, te_y = _subset(te_x, te_y, test_limit, name, "test")
     tr_x, tr_y = _subset(tr_x, tr_y, train_limit, name, "train")
-    te_x, te_y = _subset(te_x, te_y, test_limit, name, "test")
     tr_x, tr_y, te_x, te_y = (t.to(device) for t in (tr_x, tr_y, te_x, te_y))
     # Per-channel statistics of the training images actually used (the paper names no normalisation;
     # standardising the input is our choice, see README).

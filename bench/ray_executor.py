@@ -21,9 +21,9 @@ import traceback
 import torch
 from tqdm.auto import tqdm
 
-from bench.data import DataError, load_data
+from bench.data import DataError
 from bench.results import ResultWriter
-from bench.runner import CellOutcome, RunOptions, SetupError, resolve_device, run_cell
+from bench.runner import CellOutcome, RunOptions, SetupError, load_cell_data, resolve_device, run_cell
 from bench.suites import Cell
 
 
@@ -35,20 +35,20 @@ class _NoBar:
         pass
 
 
-def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int) -> dict:
+def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, diagnostics: bool = True) -> dict:
     """Body of one Ray task: everything a worker does for one cell. Returns rows or an error."""
     host = platform.node()
     if threads:
         torch.set_num_threads(threads)
     try:
         device = resolve_device(device_name)
-        data = load_data(cell.dataset, device, data_dir, cell.train_limit, cell.test_limit)
+        data = load_cell_data(cell, device, data_dir)
     except (DataError, ValueError) as e:
-        return {"rows": [], "error": f"{cell.label()} on node {host}: {e}", "host": host}
+        return {"rows": [], "diagnostics": [], "error": f"{cell.label()} on node {host}: {e}", "host": host}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    outcome = run_cell(cell, data, RunOptions(device, data_dir, progress=False), None, _NoBar())
-    return {"rows": outcome.rows, "error": outcome.error, "host": host}
+    outcome = run_cell(cell, data, RunOptions(device, data_dir, False, diagnostics), None, _NoBar())
+    return {"rows": outcome.rows, "diagnostics": outcome.diagnostics, "error": outcome.error, "host": host}
 
 
 def _import_ray():
@@ -80,7 +80,7 @@ def run_cells_ray(cells: list[Cell], options: RunOptions, writer: ResultWriter |
             num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus_per_task,
             max_retries=max_retries, retry_exceptions=False, name="noprop-bench-cell")
         pending = {task.remote(cell, "cuda" if use_gpu else "cpu", options.data_dir,
-                               0 if use_gpu else cpus_per_task): cell for cell in cells}
+                               0 if use_gpu else cpus_per_task, options.diagnostics): cell for cell in cells}
         outcomes, failed = [], 0
         with tqdm(total=len(cells), unit="cell", disable=None if options.progress is None else not options.progress,
                   dynamic_ncols=True) as bar:
@@ -91,7 +91,7 @@ def run_cells_ray(cells: list[Cell], options: RunOptions, writer: ResultWriter |
                 outcome = CellOutcome(cell)
                 try:
                     result = ray.get(ref)
-                    outcome.rows, outcome.error = result["rows"], result["error"]
+                    outcome.rows, outcome.diagnostics, outcome.error = result["rows"], result["diagnostics"], result["error"]
                 except ray.exceptions.RayTaskError as e:
                     cause = e.cause if getattr(e, "cause", None) is not None else e
                     outcome.error = f"{cell.label()} raised on a Ray worker: {_describe(cause)}"
@@ -100,7 +100,7 @@ def run_cells_ray(cells: list[Cell], options: RunOptions, writer: ResultWriter |
                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
                 if writer is not None:
                     if outcome.rows:
-                        writer.append(outcome.rows)
+                        writer.append(outcome.rows, outcome.diagnostics)
                     writer.finish_cell(cell, outcome.error)
                 failed += outcome.error is not None
                 outcomes.append(outcome)

@@ -1,5 +1,6 @@
 """Tidy results: one CSV row per method x dataset x embedding x seed x epoch x evaluation setting x
-inference run, appended and flushed as each epoch finishes, plus a JSON of run metadata."""
+inference run, appended and flushed as each epoch finishes, its diagnostics (bench/diagnostics.py) in
+a second CSV, plus a JSON of run metadata."""
 from __future__ import annotations
 
 import csv
@@ -14,13 +15,14 @@ from pathlib import Path
 
 import torch
 
+from bench.diagnostics import DIAG_COLUMNS
 from bench.files import atomic_write_bytes
 
 COLUMNS = [
     "suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch", "step",
     "eval_setting", "inference_steps", "solver", "inference_run", "nfe", "test_acc", "train_acc", "eval_time_s",
     "train_loss", "loss_ce", "loss_kl", "loss_mse", "train_time_s", "cum_train_time_s",
-    "peak_mem_bytes", "mem_kind", "n_train", "n_test", "params_trainable", "device", "host", "scaled",
+    "peak_mem_bytes", "mem_kind", "n_train", "n_test", "eval_split", "params_trainable", "device", "host", "scaled",
 ]
 # Columns that differ between two identical runs (the determinism tests ignore exactly these).
 TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes"]
@@ -50,6 +52,7 @@ class ResultWriter:
         self.csv_path = self.out_dir / "results.csv"
         self.meta_path = self.out_dir / "metadata.json"
         self.ledger_path = self.out_dir / "cells.jsonl"
+        self.diag_path = self.out_dir / "diagnostics.csv"
         self.finished: dict[str, dict] = {}  # cell_id -> ledger entry
         self.dropped_rows = 0
         self.moved_to: Path | None = None
@@ -59,8 +62,9 @@ class ResultWriter:
             self._resume()
         else:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+            for path, columns in ((self.csv_path, COLUMNS), (self.diag_path, DIAG_COLUMNS)):
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerow(columns)
             self.ledger_path.unlink(missing_ok=True)
 
     def _move_aside(self) -> None:
@@ -68,7 +72,7 @@ class ResultWriter:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         self.moved_to = self.out_dir / f"replaced-{stamp}"
         self.moved_to.mkdir()
-        for path in (self.csv_path, self.ledger_path, self.meta_path):
+        for path in (self.csv_path, self.ledger_path, self.meta_path, self.diag_path):
             if path.exists():
                 path.rename(self.moved_to / path.name)
 
@@ -83,33 +87,48 @@ class ResultWriter:
             raise ResultsError(f"{self.csv_path} has no ledger ({self.ledger_path.name}), so which cells finished "
                                f"is unknown; pass --fresh to move it aside and start again, or a new --out")
         self.finished = read_ledger(self.ledger_path)
-        with open(self.csv_path, newline="") as f:
-            lines = f.read().splitlines(keepends=True)
-        keep = [lines[0]]
-        for line in lines[1:]:
-            fields = next(csv.reader([line]), [])
-            complete = line.endswith("\n") and len(fields) == len(COLUMNS)
-            if complete and fields[1] in self.finished and self.finished[fields[1]]["error"] is None:
-                keep.append(line)
-        self.dropped_rows = len(lines) - len(keep)
+        self.dropped_rows = self._keep_finished(self.csv_path, COLUMNS)
+        if self.diag_path.exists():
+            self._keep_finished(self.diag_path, DIAG_COLUMNS)
+        else:
+            self.diag_path.write_text(",".join(DIAG_COLUMNS) + "\n")
         if self.dropped_rows:
-            atomic_write_bytes(self.csv_path, "".join(keep).encode())
             # failed cells run again: forget them in the ledger too, so it matches the CSV
             good = [e for e in self.finished.values() if e["error"] is None]
             atomic_write_bytes(self.ledger_path, "".join(json.dumps(e) + "\n" for e in good).encode())
+
+    def _keep_finished(self, path: Path, columns: list[str]) -> int:
+        """Drop the rows of cells that did not finish without error (rewritten by rename); returns
+        how many lines went."""
+        at = columns.index("cell_id")
+        with open(path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+        keep = lines[:1]
+        for line in lines[1:]:
+            fields = next(csv.reader([line]), [])
+            complete = line.endswith("\n") and len(fields) == len(columns)
+            if complete and self.done(fields[at]):
+                keep.append(line)
+        if len(keep) < len(lines):
+            atomic_write_bytes(path, "".join(keep).encode())
+        return len(lines) - len(keep)
 
     def done(self, cell_id: str) -> bool:
         entry = self.finished.get(cell_id)
         return entry is not None and entry["error"] is None
 
-    def append(self, rows: list[dict]) -> None:
-        """Append rows and fsync, so a killed run keeps every finished evaluation point."""
-        with open(self.csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="raise")
-            for row in rows:
-                writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
-            f.flush()
-            os.fsync(f.fileno())
+    def append(self, rows: list[dict], diagnostics: list[dict] = ()) -> None:
+        """Append rows (and their diagnostics) and fsync, so a killed run keeps every finished
+        evaluation point."""
+        for path, columns, new in ((self.diag_path, DIAG_COLUMNS, diagnostics), (self.csv_path, COLUMNS, rows)):
+            if not new:
+                continue
+            with open(path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, extrasaction="raise")
+                for row in new:
+                    writer.writerow({k: _fmt(row.get(k)) for k in columns})
+                f.flush()
+                os.fsync(f.fileno())
 
     def finish_cell(self, cell, error: str | None) -> None:
         entry = {"cell_id": cell.id, "label": cell.label(), "error": error}

@@ -9,12 +9,14 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data import DeviceData, load_data
+from bench.diagnostics import probe
 from bench.results import ResultWriter
 from bench.suites import Cell, eval_steps, steps_per_epoch, sweep_settings
 from bench.timing import Clock, PeakMemory
 from methods import get_method
 
 EVAL_BATCH = 1000  # images per inference batch; does not affect results
+DIAG_RUN = 10_000  # the diagnostics' noise seed is an inference run number no real run reaches
 
 
 class SetupError(ValueError):
@@ -26,12 +28,14 @@ class RunOptions:
     device: torch.device
     data_dir: str | None = None
     progress: bool | None = None  # None: only on a terminal
+    diagnostics: bool = True      # write diagnostics.csv (bench/diagnostics.py) at every evaluation point
 
 
 @dataclass
 class CellOutcome:
     cell: Cell
     rows: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
     error: str | None = None
 
 
@@ -51,8 +55,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int | None]:
-    """Test accuracy (%) of one inference run, its synchronised wall time, and NFE per image.
+def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int | None, int]:
+    """Test accuracy (%) of one inference run, its synchronised wall time, NFE per image, and how many
+    distinct classes it predicted.
 
     The run's noise comes from its own seed in a forked RNG, so evaluating more settings never changes
     the training trajectory.
@@ -64,10 +69,13 @@ def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int
         torch.manual_seed(seed)
         with clock:
             correct = torch.zeros((), dtype=torch.long, device=device)
+            predicted = torch.zeros(method.spec.num_classes, dtype=torch.bool, device=device)
             for x, y in split.batches(EVAL_BATCH, shuffle=False):
-                correct += (method.predict(x, steps=steps, solver=solver).argmax(1) == y).sum()
+                guess = method.predict(x, steps=steps, solver=solver).argmax(1)
+                correct += (guess == y).sum()
+                predicted[guess] = True
             acc = 100.0 * correct.item() / len(split)
-    return acc, clock.last, method.last_nfe
+    return acc, clock.last, method.last_nfe, int(predicted.sum().item())
 
 
 def training_steps(method, optimizer, split, batch_size: int):
@@ -95,7 +103,7 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
     outcome = CellOutcome(cell)
     base = {"suite": cell.suite, "cell_id": cell.id, "method": cell.method, "dataset": cell.dataset,
             "embedding": cell.embedding, "seed": cell.seed, "n_train": len(data.train),
-            "n_test": len(data.test), "params_trainable": method.param_counts()["params_trainable"],
+            "n_test": len(data.test), "eval_split": cell.eval_split, "params_trainable": method.param_counts()["params_trainable"],
             "device": str(device), "host": platform.node(), "mem_kind": memory.kind,
             "scaled": "; ".join(cell.scaled)}
     per_epoch = steps_per_epoch(cell, len(data.train))
@@ -127,7 +135,9 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
         for kind, (k, solver) in settings:
             for run in range(cell.inference_runs if method.stochastic else 1):
                 seed = _eval_seed(cell.seed, point, run)
-                acc, eval_time, nfe = evaluate(method, data.test, k, solver, seed)
+                acc, eval_time, nfe, classes = evaluate(method, data.test, k, solver, seed)
+                if kind == "default" and run == 0:
+                    predicted_classes = classes
                 train_acc = None
                 if final and kind == "default" and cell.train_accuracy:
                     train_acc = evaluate(method, data.train, k, solver, seed)[0]
@@ -138,9 +148,16 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
                              "loss_kl": losses.get("kl"), "loss_mse": losses.get("mse"),
                              "train_time_s": clock.last, "cum_train_time_s": clock.total,
                              "peak_mem_bytes": peak})
+        diagnostics = []
+        if options.diagnostics:
+            where = {"cell_id": cell.id, "method": cell.method, "dataset": cell.dataset, "embedding": cell.embedding,
+                     "seed": cell.seed, "epoch": epoch, "step": point}
+            diagnostics = [{**where, "diagnostic": "pred_classes", "value": predicted_classes, "n": len(data.test)},
+                           *probe(method, data.test, _eval_seed(cell.seed, point, DIAG_RUN), where)]
         if writer is not None:
-            writer.append(rows)
+            writer.append(rows, diagnostics)
         outcome.rows.extend(rows)
+        outcome.diagnostics.extend(diagnostics)
     return outcome
 
 
@@ -148,8 +165,12 @@ def _eval_seed(seed: int, step: int, run: int) -> int:
     return (seed * 1_000_003 + step) * 1_009 + run
 
 
+def load_cell_data(cell: Cell, device, data_dir=None) -> DeviceData:
+    return load_data(cell.dataset, device, data_dir, cell.train_limit, cell.test_limit, cell.holdout)
+
+
 def total_steps(cells: list[Cell], sizes: dict) -> int:
-    return sum(cell.config.epochs * steps_per_epoch(cell, sizes[(cell.dataset, cell.train_limit, cell.test_limit)])
+    return sum(cell.config.epochs * steps_per_epoch(cell, sizes[cell.data_key])
                for cell in cells)
 
 
@@ -159,15 +180,14 @@ def run_cells(cells: list[Cell], options: RunOptions, writer: ResultWriter | Non
         torch.backends.cudnn.benchmark = True
     datasets: dict[tuple, DeviceData] = {}
     for cell in cells:
-        key = (cell.dataset, cell.train_limit, cell.test_limit)
-        if key not in datasets:
-            datasets[key] = load_data(cell.dataset, options.device, options.data_dir, cell.train_limit, cell.test_limit)
+        if cell.data_key not in datasets:
+            datasets[cell.data_key] = load_cell_data(cell, options.device, options.data_dir)
     sizes = {key: len(d.train) for key, d in datasets.items()}
     outcomes = []
     with tqdm(total=total_steps(cells, sizes), unit="step", disable=None if options.progress is None
               else not options.progress, dynamic_ncols=True) as bar:
         for cell in cells:
-            outcome = run_cell(cell, datasets[(cell.dataset, cell.train_limit, cell.test_limit)], options, writer, bar)
+            outcome = run_cell(cell, datasets[cell.data_key], options, writer, bar)
             if writer is not None:
                 writer.finish_cell(cell, outcome.error)
             outcomes.append(outcome)

@@ -8,6 +8,7 @@ evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are
   exclude          cells to leave out, e.g. [{method = "adjoint", embedding = "dim20"}]
   inference_runs   repeats of stochastic inference per evaluation setting (paper: 5)
   train_limit, test_limit   fixed seeded subsets (images)
+  holdout          evaluate on this many training images set aside (not the test set): for A/Bs
   eval_points      evaluate at this many evenly spaced points of training (default: every epoch)
   train_accuracy   also measure accuracy on the training split at the end (Table 1's train columns)
   inference_steps, solvers  after the last evaluation point, also evaluate these settings
@@ -28,7 +29,7 @@ from methods.embeddings import check_embedding
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_KEYS = {"description", "paper", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
-              "train_limit", "test_limit", "eval_points", "train_accuracy", "inference_steps", "solvers",
+              "train_limit", "test_limit", "holdout", "eval_points", "train_accuracy", "inference_steps", "solvers",
               "config"}
 EXCLUDE_KEYS = {"method", "dataset", "embedding", "seed"}
 
@@ -48,6 +49,16 @@ class Cell:
     eval_points: int | None = None         # None: evaluate at the end of every epoch
     train_accuracy: bool = False
     scaled: tuple[str, ...] = ()           # how the run departs from the suite as written ('' = it does not)
+    holdout: int | None = None             # evaluate on this many held-out training images, not the test set
+
+    @property
+    def data_key(self) -> tuple:
+        """What decides the data a cell sees: cells with equal keys share one loaded data set."""
+        return self.dataset, self.train_limit, self.test_limit, self.holdout
+
+    @property
+    def eval_split(self) -> str:
+        return "test" if self.holdout is None else "holdout"
 
     @property
     def embedding(self) -> str:
@@ -59,7 +70,7 @@ class Cell:
                 "inference_runs": self.inference_runs, "inference_steps": list(self.inference_steps),
                 "solvers": list(self.solvers), "eval_points": self.eval_points,
                 "train_accuracy": self.train_accuracy, "config": dataclasses.asdict(self.config),
-                "scaled": list(self.scaled)}
+                "scaled": list(self.scaled), **({"holdout": self.holdout} if self.holdout else {})}
 
     @property
     def id(self) -> str:
@@ -114,7 +125,7 @@ def expand(name: str, suite: dict, overrides: dict | None = None, scaled: tuple[
     for e in suite["embeddings"]:
         check_embedding(e)
     runs = _positive_int(suite, "inference_runs", 1)
-    limits = {key: _positive_int(suite, key) for key in ("train_limit", "test_limit")}
+    limits = {key: _positive_int(suite, key) for key in ("train_limit", "test_limit", "holdout")}
     eval_points = _positive_int(suite, "eval_points")
     train_accuracy = suite.get("train_accuracy", False)
     if not isinstance(train_accuracy, bool):
@@ -145,7 +156,7 @@ def expand(name: str, suite: dict, overrides: dict | None = None, scaled: tuple[
                         continue
                     cells.append(Cell(name, cls.name, dataset, int(seed), cfg, limits["train_limit"],
                                       limits["test_limit"], runs, steps, solvers, eval_points, train_accuracy,
-                                      tuple(scaled)))
+                                      tuple(scaled), limits["holdout"]))
     if not cells:
         raise ValueError(f"suite '{name}': every cell is excluded; nothing to run")
     return cells
@@ -219,8 +230,9 @@ def cell_cost(cell: Cell) -> dict:
     network evaluations x images (forward passes of a block or of the CT network) for training and
     for inference. A unit for comparing cells and planning, not a time."""
     spec = get_spec(cell.dataset)
-    n_train = min(spec.n_train, cell.train_limit or spec.n_train)
-    n_test = min(spec.n_test, cell.test_limit or spec.n_test)
+    n_pool = spec.n_train - (cell.holdout or 0)
+    n_train = min(n_pool, cell.train_limit or n_pool)
+    n_test = cell.holdout or min(spec.n_test, cell.test_limit or spec.n_test)
     cls = get_method(cell.method)
     points = eval_steps(cell, n_train)
     runs = cell.inference_runs if cls.stochastic else 1

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, MethodConfig
-from methods.nets import discrete_model
+from methods.base import Method
+from methods.nets import DiscreteConfig, discrete_model
 
 
 @dataclass
-class BackpropConfig(MethodConfig):
+class BackpropConfig(DiscreteConfig):
     a_init: float = 0.5  # initial mixing weight a_t = tanh(w_t) (our choice)
 
     def validate(self) -> None:
@@ -51,6 +51,18 @@ class Backprop(Method):
     def loss(self, x, y, stage=None):
         ce = F.cross_entropy(self(x), y)
         return ce, {"ce": ce.detach()}
+
+    @torch.no_grad()
+    def diagnostics(self, x, y):
+        """Along the forward chain of Eq. 18: each block's argmax accuracy, and its mixing weight a_t."""
+        rows = []
+        z = torch.randn(len(x), self.embed.dim, device=x.device)
+        for t, (block, a) in enumerate(zip(self.blocks, torch.tanh(self.w)), start=1):
+            logits = block(z, x)
+            rows += [{"diagnostic": "block_acc", "block": t, "z": "chain", "value": self.percent_correct(logits, y)},
+                     {"diagnostic": "mix", "block": t, "value": a.item()}]
+            z = (1 - a) * z + a * logits.softmax(dim=1) @ self.embed.weight
+        return rows
 
     @torch.no_grad()
     def predict(self, x, steps=None, solver=None):

@@ -21,6 +21,9 @@ Optional hooks
   default_setting(config)  classmethod: the (steps, solver) pair evaluated at every evaluation point;
                            default (T, default_solver).
   nfe_per_image, train_nfe_per_image   classmethods: the cost model behind --dry-run.
+  diagnostics(x, y)        rows ({"diagnostic", "value", and "block", "t" or "z" where they apply}) that
+                           explain the method's accuracy; bench/diagnostics.py lists them and runs this
+                           in eval mode, outside the clock, in its own RNG stream.
 
 Timing: the runner clocks everything from the first stage's first batch to the last optimiser step of
 the epoch (CUDA-synchronised on GPU) and nothing else: evaluation is outside the clock.
@@ -151,6 +154,10 @@ class Method(nn.Module):
         valid = self.solvers or (self.default_solver,)
         if solver not in valid:
             raise ValueError(f"{self.name} has no solver '{solver}'; valid solvers: {', '.join(valid)}")
+
+    @staticmethod
+    def percent_correct(scores: torch.Tensor, y: torch.Tensor) -> float:
+        return 100.0 * (scores.argmax(1) == y).float().mean().item()
 
     def param_counts(self) -> dict[str, int]:
         return {"params_total": sum(p.numel() for p in self.parameters()),

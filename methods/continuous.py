@@ -28,6 +28,12 @@ from methods.nets import conv_features, conv_stack
 # torchdiffeq fixed-grid solvers offered for inference sweeps, with function evaluations per step.
 SOLVERS = {"euler": 1, "midpoint": 2, "heun2": 2, "rk4": 4}
 MAX_STEPS = 1000
+T_BINS = 10  # per-t diagnostics are over 10 equal bins of [0, 1]
+
+
+def t_bins(n: int, device) -> list[tuple[float, torch.Tensor]]:
+    """For each of T_BINS equal bins of [0, 1]: (its centre, n times drawn uniformly inside it)."""
+    return [((k + 0.5) / T_BINS, (k + torch.rand(n, device=device)) / T_BINS) for k in range(T_BINS)]
 
 
 def check_steps(steps: int, what: str) -> int:
@@ -93,14 +99,23 @@ class CTNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(768, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
                                   nn.Linear(128, num_classes))
 
-    def forward(self, z: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The image path alone, FC256-ReLU(conv(x)): the same at every step of one inference, so
+        samplers compute it once per batch and pass it as `image` (identical outputs in eval mode)."""
+        return self.image_fc(self.conv(x))
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
+                image: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
-            t = t.expand(len(x))
-        if self.label_is_image:
+            t = t.expand(len(z))
+        if image is not None:
+            hz = self.label_fc(self.conv(z.view(-1, *self.image_shape)) if self.label_is_image else z)
+        elif self.label_is_image:
             fx, fz = self.conv(torch.cat([x, z.view(-1, *self.image_shape)])).chunk(2)
+            image, hz = self.image_fc(fx), self.label_fc(fz)
         else:
-            fx, fz = self.conv(x), z
-        h = torch.cat([self.image_fc(fx), self.label_fc(fz), self.time_fc(time_embedding(t.to(x.dtype)))], dim=1)
+            image, hz = self.image_fc(self.conv(x)), self.label_fc(z)
+        h = torch.cat([image, hz, self.time_fc(time_embedding(t.to(z.dtype)))], dim=1)
         return self.head(h)
 
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method, MethodConfig
-from methods.nets import discrete_model
+from methods.base import Method
+from methods.nets import DiscreteConfig, discrete_model
 from methods.schedules import DiscreteSchedule, cosine_alpha_bar
 
 
 @dataclass
-class DTConfig(MethodConfig):
+class DTConfig(DiscreteConfig):
     eta: float = 0.1               # weight of the SNR-weighted denoising term (Table 3)
     cosine_s: float = 0.008        # offset of the cosine schedule (our choice, see schedules.py)
     alpha_bar_min: float = 1e-3    # clip of alpha_bar_0 (our choice)
@@ -82,6 +82,14 @@ class NoPropDT(Method):
         weight = 0.5 * T * cfg.eta * (self.snr[t] - self.snr[t - 1])
         loss = ce + kl + weight * mse
         return loss, {"ce": ce.detach(), "kl": kl.detach(), "mse": mse.detach()}
+
+    @torch.no_grad()
+    def diagnostics(self, x, y):
+        """Each block's accuracy on its own training input z_{t-1} ~ q(z_{t-1} | y)."""
+        u = self.embed(y)
+        return [{"diagnostic": "block_acc", "block": t, "z": "q",
+                 "value": self.percent_correct(self.blocks[t - 1](self.noised_label(u, t - 1), x), y)}
+                for t in self.stages()]
 
     @torch.no_grad()
     def predict(self, x, steps=None, solver=None):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, build_ct_model, integrate
+from methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, build_ct_model, integrate, t_bins
 
 
 @dataclass
@@ -43,8 +43,8 @@ class NoPropFM(ContinuousMethod):
         self.embed, self.net, self.head = build_ct_model(spec, config, train)
         self.to(self.device)
 
-    def velocity(self, z, x, t):
-        return self.net(z, x, t) @ self.embed.weight
+    def velocity(self, z, x, t, image=None):
+        return self.net(z, x, t, image) @ self.embed.weight
 
     def loss(self, x, y, stage=None):
         u = self.embed(y)
@@ -59,9 +59,24 @@ class NoPropFM(ContinuousMethod):
         return fm + ce, {"mse": fm.detach(), "ce": ce.detach()}
 
     @torch.no_grad()
+    def diagnostics(self, x, y):
+        """Per t-bin: accuracy of the predicted end point z_t + (1 - t) v_hat (nearest embedding), with z_t
+        on the training path and with z_t = 0 (the image alone)."""
+        u, image, rows = self.embed(y), self.net.image_features(x), []
+        for centre, t in t_bins(len(y), x.device):
+            s = t[:, None]
+            z_t = s * u + (1 - s) * torch.randn_like(u) + self.config.sigma * torch.randn_like(u)
+            for kind, z in (("q", z_t), ("zero", torch.zeros_like(u))):
+                end = z + (1 - s) * self.velocity(z, x, t, image)
+                rows.append({"diagnostic": "denoise_acc", "t": centre, "z": kind,
+                             "value": self.percent_correct(-torch.cdist(end, self.embed.weight), y)})
+        return rows
+
+    @torch.no_grad()
     def predict(self, x, steps=None, solver=None):
         steps, solver = self.inference_setting(steps, solver)
         z0 = torch.randn(len(x), self.embed.dim, device=x.device)
-        z1, counter = integrate(lambda t, z: self.velocity(z, x, t), z0, steps, solver)
+        image = self.net.image_features(x)  # computed once, not at every step
+        z1, counter = integrate(lambda t, z: self.velocity(z, x, t, image), z0, steps, solver)
         self.last_nfe = counter.nfe
         return -torch.cdist(z1, self.embed.weight)

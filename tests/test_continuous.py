@@ -72,7 +72,7 @@ def test_ct_sample_has_mean_sqrt_alpha_bar_u_and_variance_one_minus_alpha_bar(di
 def test_ct_loss_terms_on_a_hand_computed_case(digits):
     """Uniform logits give u_hat = 0.1 everywhere, so ||u_hat - e_y||^2 = 0.9 for every t."""
     m = make("noprop-ct", digits)
-    m.net = type("Zero", (nn.Module,), {"forward": lambda self, z, x, t: torch.zeros(len(x), 10)})()
+    m.net = type("Zero", (nn.Module,), {"forward": lambda self, z, x, t, image=None: torch.zeros(len(x), 10)})()
     nn.init.zeros_(m.head.weight), nn.init.zeros_(m.head.bias)
     x, y = next(digits.train.batches(64, shuffle=False))
     torch.manual_seed(5)
@@ -130,7 +130,7 @@ def test_fm_adds_the_anchor_cross_entropy_when_embeddings_are_learned(digits):
 def test_fm_predicts_the_nearest_class_embedding(digits):
     m = make("noprop-fm", digits).eval()
     target = torch.eye(10)[torch.arange(8) % 10]
-    m.velocity = lambda z, x, t: target - z * 0  # a constant field: z1 = z0 + target
+    m.velocity = lambda z, x, t, image=None: target - z * 0  # a constant field: z1 = z0 + target
     torch.manual_seed(0)
     scores = m.predict(torch.zeros(8, 1, 8, 8), steps=4, solver="euler")
     torch.manual_seed(0)
