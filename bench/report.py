@@ -5,6 +5,9 @@ Writes into RESULTS_DIR/report/ (or --out):
                          data set, mean line and standard-error band over seeds x inference runs
   accuracy_vs_steps.png  final test accuracy against inference steps, one line per solver
   memory.png             Table 2 style: peak training memory per method and data set
+  diagnostics.png        from diagnostics.csv (bench/diagnostics.py), at each cell's last evaluation point:
+                         per-t accuracy of the continuous-time denoisers (z ~ q and z = 0), per-block
+                         accuracy of the discrete methods, and predicted classes against training steps
   table1.csv, table2.csv our aggregates next to the paper's values
   report.md              all of the above in one page, with every disagreement flagged
 
@@ -182,6 +185,79 @@ def plot_memory(mem: pd.DataFrame, path: Path, suffix: str) -> bool:
     return True
 
 
+def load_diagnostics(results_dir: Path, cells) -> pd.DataFrame:
+    """diagnostics.csv of the finished cells (an empty frame where there is none)."""
+    path = Path(results_dir) / "diagnostics.csv"
+    try:
+        d = pd.read_csv(path, dtype={"z": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return pd.DataFrame()
+    return d[d["cell_id"].isin(set(cells))]
+
+
+def _last_point(d: pd.DataFrame) -> pd.DataFrame:
+    return d[d["step"] == d.groupby("cell_id")["step"].transform("max")]
+
+
+def plot_diagnostics(diag: pd.DataFrame, path: Path, suffix: str) -> bool:
+    import matplotlib.pyplot as plt
+    if diag.empty:
+        return False
+    last = _last_point(diag)
+    per_t = last[last["diagnostic"] == "denoise_acc"]
+    per_block = last[last["diagnostic"] == "block_acc"]
+    classes = diag[diag["diagnostic"] == "pred_classes"]
+    panels = [p for p in (per_t, per_block, classes) if not p.empty]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
+    axes = iter(axes[0])
+    label = lambda keys: "/".join(str(k) for k in keys)
+    if not per_t.empty:
+        ax = next(axes)
+        for keys, g in per_t.groupby(["method", "dataset", "embedding", "z"]):
+            m = g.groupby("t")["value"].mean()
+            ax.plot(m.index, m.values, marker="o", ms=3, ls="-" if keys[3] == "q" else "--",
+                    label=label(keys[:3]) + (" z~q" if keys[3] == "q" else " z=0"))
+        ax.set(title=f"denoiser accuracy at t, last point{suffix}", xlabel="t (0 = noise, 1 = clean)",
+               ylabel="accuracy (%)")
+        ax.legend(fontsize=7)
+    if not per_block.empty:
+        ax = next(axes)
+        for keys, g in per_block.groupby(["method", "dataset", "embedding", "z"]):
+            m = g.groupby("block")["value"].mean()
+            ax.plot(m.index, m.values, marker="o", ms=3, label=label(keys))
+        ax.set(title=f"block accuracy, last point{suffix}", xlabel="block t", ylabel="accuracy (%)")
+        ax.legend(fontsize=7)
+    if not classes.empty:
+        ax = next(axes)
+        for keys, g in classes.groupby(["method", "dataset", "embedding"]):
+            m = g.groupby("step")["value"].mean()
+            ax.plot(m.index, m.values, marker="o", ms=3, label=label(keys))
+        ax.set(title=f"distinct predicted classes{suffix}", xlabel="optimiser steps", ylabel="classes")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _diagnostics_table(diag: pd.DataFrame) -> str | None:
+    """The last point's per-t (or per-block) accuracies, one row per method x data set x embedding x z."""
+    last = _last_point(diag)
+    parts = []
+    for what, column in (("denoise_acc", "t"), ("block_acc", "block")):
+        d = last[last["diagnostic"] == what]
+        if d.empty:
+            continue
+        pivot = d.pivot_table(index=["method", "dataset", "embedding", "z"], columns=column, values="value")
+        head = [f"{c:g}" for c in pivot.columns]
+        parts += [f"| {what} | z | " + " | ".join(f"{column}={h}" for h in head) + " |",
+                  "|---|---|" + "---|" * len(head)]
+        for (method, dataset, embedding, z), values in pivot.iterrows():
+            parts.append(f"| {method}/{dataset}/{embedding} | {z} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+        parts.append("")
+    return "\n".join(parts) if parts else None
+
+
 # --- markdown ------------------------------------------------------------------------------------
 
 def _fmt(mean, se) -> str:
@@ -190,7 +266,7 @@ def _fmt(mean, se) -> str:
     return f"{mean:.2f}" if pd.isna(se) else f"{mean:.2f} ± {se:.2f}"
 
 
-def markdown(df, meta, t1, t2, figures, sigmas, results_dir) -> str:
+def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None) -> str:
     scaled = sorted(r for r in df["scaled"].unique() if r)
     suites = ", ".join(sorted(df["suite"].unique()))
     lines = [f"# noprop-bench report: {results_dir}", ""]
@@ -232,6 +308,13 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir) -> str:
     if sweep is not None:
         lines += ["", "## Accuracy (%) against inference steps", "",
                   "Final model, mean over seeds × inference runs.", "", sweep]
+    table = _diagnostics_table(diag) if diag is not None and not diag.empty else None
+    if table:
+        lines += ["", "## Diagnostics at the last evaluation point", "",
+                  "Accuracy (%) of each block (discrete methods) or of the denoiser in 10 bins of t "
+                  "(continuous methods), on up to 1000 evaluation images, mean over cells; z is the label "
+                  "input: q = the training distribution, zero = the image alone, chain = back-prop's own "
+                  "forward pass. Every evaluation point is in diagnostics.csv.", "", table]
     lines += ["", "## Figures", ""]
     for name, (done, why) in figures.items():
         lines.append(f"![{name}]({name})" if done else f"- {name}: not drawn ({why})")
@@ -280,7 +363,10 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
                                   "no inference-step sweep in these results (suite 'steps' or --inference-steps)"),
         "memory.png": (plot_memory(t2, out / "memory.png", suffix), "no one-hot rows"),
     }
-    (out / "report.md").write_text(markdown(df, meta, t1, t2, figures, sigmas, results_dir))
+    diag = load_diagnostics(results_dir, df["cell_id"].unique())
+    figures["diagnostics.png"] = (plot_diagnostics(diag, out / "diagnostics.png", suffix),
+                                  "no diagnostics.csv rows (run without --no-diagnostics)")
+    (out / "report.md").write_text(markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag))
     return out
 
 
