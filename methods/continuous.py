@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from methods.base import Method, MethodConfig
 from methods.embeddings import LabelEmbedding, make_embedding
+from methods.heads import make_head
 from methods.nets import conv_features, conv_stack
 
 # torchdiffeq fixed-grid solvers offered for inference sweeps, with function evaluations per step.
@@ -120,9 +121,9 @@ class CTNet(nn.Module):
 
 
 def build_ct_model(spec, config, train=None) -> tuple[LabelEmbedding, CTNet, nn.Linear]:
-    """W_Embed, the one CT network and the linear head p_hat_theta_out."""
+    """W_Embed, the one CT network and the linear head p_hat_theta_out (methods/heads.py)."""
     embed = make_embedding(config, spec, train)
-    return embed, CTNet(spec.image_shape, embed.dim, spec.num_classes), nn.Linear(embed.dim, spec.num_classes)
+    return embed, CTNet(spec.image_shape, embed.dim, spec.num_classes), make_head(config, embed)
 
 
 class LearnedSchedule(nn.Module):

@@ -3,11 +3,10 @@
 OUR CHOICES where the figure is silent: 3x3 convolutions with padding 1 and stride 1 (so the flatten
 size is 128 * H/4 * W/4: 6272 on MNIST, 8192 on CIFAR), PyTorch's default initialisation of the blocks,
 and, for image-sized embeddings, the noised label goes through the *same* conv module as x (shared
-weights, one batched call) followed by its own FC(256) + BN.
+weights, one batched call; `label_conv = "own"` gives it a conv stack of its own) followed by its own
+FC(256) + BN.
 
-The linear head p_hat_theta_out of NoProp-DT and back-prop starts, by default, as the decoder of the
-embeddings (`head_init = "decoder"`, see `init_decoder_head`): the paper gives no initialisation, and
-with PyTorch's default the back-prop baseline learns several times more slowly (README, table of choices).
+The linear head p_hat_theta_out is made by methods/heads.py (`head_init`).
 """
 from __future__ import annotations
 
@@ -16,42 +15,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from methods.base import MethodConfig
 from methods.embeddings import LabelEmbedding, make_embedding
+from methods.heads import HeadConfig, make_head
 
-HEAD_INITS = ("decoder", "default")
+LABEL_CONVS = ("shared", "own")
 
 
 @dataclass
-class DiscreteConfig(MethodConfig):
+class DiscreteConfig(HeadConfig):
     """What NoProp-DT and its back-prop baseline share: the "identical model structures" of the paper."""
-    head_init: str = "decoder"   # "decoder": init_decoder_head; "default": PyTorch's nn.Linear init
-    head_gain: float = 5.0       # decoder's mean logit margin at a clean embedding
+    label_conv: str = "shared"  # image-sized labels (prototype): "shared" conv with x, or the block's "own"
 
     def validate(self) -> None:
         super().validate()
-        if self.head_init not in HEAD_INITS:
-            raise ValueError(f"config 'head_init' must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
-        if not (isinstance(self.head_gain, (int, float)) and self.head_gain > 0):
-            raise ValueError(f"config 'head_gain' must be a number > 0, got {self.head_gain!r}")
-
-
-@torch.no_grad()
-def init_decoder_head(head: nn.Linear, embeddings: torch.Tensor, gain: float) -> None:
-    """head(z)_c = s (u_c . z - |u_c|^2 / 2) = -s/2 |z - u_c|^2 + (a term that is the same for every c).
-
-    A nearest-embedding classifier (the rule the paper uses to read NoProp-FM's z_1), so
-    argmax head(u_y) = y for any distinct rows, including more classes than dimensions (CIFAR-100
-    dim20). s = 2 gain / (mean squared distance between two rows), so the mean logit margin at a clean
-    embedding is `gain`; for one-hot rows this is gain * e_y shifted by a constant, i.e. gain * pinv(W_Embed)^T.
-    """
-    u = embeddings.detach().float()
-    sq = torch.cdist(u, u).pow(2)
-    m = len(u)
-    mean_sq = sq.sum() / (m * (m - 1)) if m > 1 else torch.ones(())
-    scale = 2 * gain / mean_sq.clamp_min(1e-12)
-    head.weight.copy_(scale * u)
-    head.bias.copy_(-0.5 * scale * u.pow(2).sum(1))
+        if self.label_conv not in LABEL_CONVS:
+            raise ValueError(f"config 'label_conv' must be one of {', '.join(LABEL_CONVS)}, got {self.label_conv!r}")
 
 
 def conv_stack(in_channels: int) -> nn.Sequential:
@@ -86,12 +64,16 @@ class LabelMLP(nn.Module):
 class DTBlock(nn.Module):
     """One NoProp-DT block u_hat_t(z_{t-1}, x) of Figure 6 left; returns class logits [B, m]."""
 
-    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int):
+    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int,
+                 label_conv: str = "shared"):
         super().__init__()
         self.image_shape = image_shape
         c, h, w = image_shape
         flat = conv_features(image_shape)
         self.conv = conv_stack(c)
+        # "own": a second conv stack for an image-sized label, so the noised label image does not
+        # share (and pull on) the filters that read x
+        self.label_conv = conv_stack(c) if label_conv == "own" and embed_dim == c * h * w else None
         self.image_fc = nn.Sequential(nn.Linear(flat, 256), nn.BatchNorm1d(256))
         self.label_is_image = embed_dim == c * h * w
         if self.label_is_image:
@@ -105,7 +87,10 @@ class DTBlock(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.label_is_image:
+        if self.label_conv is not None:
+            fx, fz = self.conv(x), self.label_conv(z.view(-1, *self.image_shape))
+            hx, hz = self.image_fc(fx), self.label_path(fz)
+        elif self.label_is_image:
             feats = self.conv(torch.cat([x, z.view(-1, *self.image_shape)]))
             fx, fz = feats.chunk(2)
             hx, hz = self.image_fc(fx), self.label_path(fz)
@@ -121,8 +106,5 @@ def discrete_model(spec, config, train=None) -> tuple[LabelEmbedding, nn.ModuleL
     """
     m = spec.num_classes
     embed = make_embedding(config, spec, train)
-    blocks = nn.ModuleList(DTBlock(spec.image_shape, embed.dim, m) for _ in range(config.timesteps))
-    head = nn.Linear(embed.dim, m)
-    if config.head_init == "decoder":
-        init_decoder_head(head, embed.weight, config.head_gain)
-    return embed, blocks, head
+    blocks = nn.ModuleList(DTBlock(spec.image_shape, embed.dim, m, config.label_conv) for _ in range(config.timesteps))
+    return embed, blocks, make_head(config, embed)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from methods.continuous import (SOLVERS, ContinuousConfig, ContinuousMethod, LearnedSchedule, build_ct_model,
                                 integrate, t_bins)
+from methods.heads import HeadConfig
 from methods.noprop_dt import kl_to_standard_normal
 from methods.schedules import DiscreteSchedule
 
@@ -46,7 +47,7 @@ def sample_t(n: int, how: str, device) -> torch.Tensor:
 
 
 @dataclass
-class CTConfig(ContinuousConfig):
+class CTConfig(ContinuousConfig, HeadConfig):
     optimizer: str = "adam"        # Table 3
     timesteps: int = 1000          # inference steps (Table 3); training samples t continuously
     eta: float = 1.0               # Table 3

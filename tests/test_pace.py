@@ -31,7 +31,7 @@ class _FakeTrain:
 
 # --- the head --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["noprop-dt", "backprop"])
+@pytest.mark.parametrize("method", ["noprop-dt", "backprop", "noprop-ct"])
 @pytest.mark.parametrize("dataset,embedding", [("mnist", "one-hot"), ("mnist", "dim20"), ("mnist", "prototype"),
                                                ("cifar100", "dim20"), ("cifar100", "one-hot")])
 def test_decoder_head_decodes_every_embedding(method, dataset, embedding):
@@ -52,6 +52,13 @@ def test_one_hot_decoder_is_gain_times_identity_up_to_a_shift():
     model = cls(get_spec("digits"), cls.default_config("digits", head_gain=3.0, timesteps=1))
     logits = model.head(torch.eye(10))
     assert torch.allclose(logits - logits.min(1, keepdim=True).values, 3.0 * torch.eye(10), atol=1e-5)
+
+
+def test_methods_without_head_init_keep_pytorch_initialisation():
+    cls = get_method("noprop-fm")
+    assert "head_init" not in cls.config_keys()
+    model = cls(get_spec("digits"), cls.default_config("digits", timesteps=1))
+    assert model.head.weight.abs().max() <= 1 / 10 ** 0.5
 
 
 def test_default_head_init_keeps_pytorch_initialisation():
@@ -75,6 +82,7 @@ def test_default_head_init_keeps_pytorch_initialisation():
     ("noprop-ct", "time_input", "sigma", "time_input"),
     ("noprop-ct", "t_sampling", "sobol", "t_sampling"),
     ("noprop-ct", "schedule_hidden", 0, "schedule_hidden"),
+    ("noprop-dt", "label_conv", "separate", "label_conv"),
 ])
 def test_new_config_keys_are_validated(method, key, value, message):
     with pytest.raises(ValueError, match=message):
@@ -85,6 +93,24 @@ def test_bad_new_key_on_the_command_line_is_a_one_line_error(tmp_path, capsys):
     assert run(["--suite", "quick", *TINY, "--set", "head_init=zeros", "--out", tmp_path / "r"]) == 2
     err = capsys.readouterr().err
     assert "head_init" in err and "decoder" in err and "Traceback" not in err
+
+
+def test_own_label_conv_reads_prototype_labels_with_its_own_filters():
+    spec = get_spec("mnist")
+    cls = get_method("noprop-dt")
+    train = _FakeTrain(spec.image_shape, 10)
+    shared = cls(spec, cls.default_config("mnist", embedding="prototype", timesteps=1), train=train)
+    own = cls(spec, cls.default_config("mnist", embedding="prototype", timesteps=1, label_conv="own"), train=train)
+    block = own.blocks[0]
+    assert shared.blocks[0].label_conv is None and block.label_conv is not None
+    x, z = torch.randn(3, *spec.image_shape), torch.randn(3, spec.image_dim)
+    block.train()
+    block(z, x).sum().backward()
+    first = lambda conv: conv[0].weight.grad
+    assert first(block.label_conv).abs().sum() > 0 and first(block.conv).abs().sum() > 0
+    # with one-hot labels the key changes nothing: there is no label image
+    onehot = cls(spec, cls.default_config("mnist", timesteps=1, label_conv="own"))
+    assert onehot.blocks[0].label_conv is None
 
 
 # --- NoProp-CT's inputs and t-sampling -----------------------------------------------------------------
