@@ -82,7 +82,9 @@ def table1(df: pd.DataFrame, paper: pd.DataFrame, sigmas: float) -> pd.DataFrame
     """Final accuracy (default inference setting) per method x data set x embedding x split."""
     last = final_rows(df)
     last = last[last["eval_setting"] == "default"]
-    long = pd.concat([last.assign(split="test", acc=last["test_acc"]),
+    # held-out rows (--holdout) are not test accuracies, so they never meet the paper's test column
+    split = last["eval_split"].fillna("test") if "eval_split" in last else "test"
+    long = pd.concat([last.assign(split=split, acc=last["test_acc"]),
                       last.assign(split="train", acc=last["train_acc"])])
     long = long.dropna(subset=["acc"])
     keys = ["method", "embedding", "dataset", "split"]

@@ -244,3 +244,22 @@ def test_resume_drops_the_diagnostics_of_unfinished_cells(tmp_path):
         f.write("deadbeef0000,noprop-dt,digits,one-hot,0,1,2,pred_classes,,,,3,100\n")
     ResultWriter(out)
     pd.testing.assert_frame_equal(pd.read_csv(out / "diagnostics.csv"), before)
+
+
+def test_holdout_rows_are_neither_compared_with_the_paper_nor_gated(tmp_path):
+    from bench.check import check, read_thresholds
+    from bench.report import PAPER_TABLE1, read_paper, table1, load_results
+    out = tmp_path / "h"
+    assert run(["--suite", "quick", *TINY, "--methods", "noprop-dt", "--holdout", "150", "--out", out]) == 0
+    # as a suite with its own `holdout` key would write them: not scaled
+    rows = pd.read_csv(out / "results.csv")
+    rows.assign(scaled="").to_csv(out / "results.csv", index=False)
+    df, _ = load_results(out)
+    t1 = table1(df, read_paper(PAPER_TABLE1), 1.0)
+    assert set(t1["split"]) == {"holdout"} and t1["paper"].isna().all() and not t1["flag"].any()
+    thresholds = tmp_path / "t.csv"
+    thresholds.write_text("suite,method,dataset,embedding,min_test_acc\nquick,noprop-dt,digits,one-hot,99\n")
+    from bench.report import ReportError
+    with pytest.raises(ReportError, match="no cell could be checked.*held-out") as e:
+        check(out, read_thresholds(thresholds))  # a gate that checks nothing never passes
+    assert "scaled" not in str(e.value)
