@@ -112,7 +112,7 @@ def table2(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
 
 ORDER = {name: i for i, name in enumerate(
-    ["backprop", "noprop-dt", "adjoint", "noprop-ct", "noprop-fm", "backprop-ode",
+    ["backprop", "noprop-dt", "adjoint", "noprop-ct", "noprop-ct-reweighted", "noprop-fm", "backprop-ode",
      "mnist", "cifar10", "cifar100", "fashion-mnist", "digits", "one-hot", "dim20", "prototype", "test", "train"])}
 
 

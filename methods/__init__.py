@@ -4,11 +4,12 @@ from methods.base import Method, MethodConfig
 from methods.embeddings import EMBEDDINGS
 from methods.neural_ode import Adjoint, BackpropODE
 from methods.noprop_ct import NoPropCT
+from methods.noprop_ct_reweighted import NoPropCTReweighted
 from methods.noprop_dt import NoPropDT
 from methods.noprop_fm import NoPropFM
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (NoPropDT, Backprop, NoPropCT, NoPropFM, Adjoint, BackpropODE)
+    cls.name: cls for cls in (NoPropDT, Backprop, NoPropCT, NoPropFM, Adjoint, BackpropODE, NoPropCTReweighted)
 }
 
 

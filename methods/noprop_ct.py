@@ -100,6 +100,10 @@ class NoPropCT(ContinuousMethod):
     def denoise(self, z, x, t, image=None):
         return self.logits(z, x, t, image).softmax(dim=1) @ self.embed.weight
 
+    def mse_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Eq. 9's weight on ||u_hat - u_y||^2 at t: SNR'(t)."""
+        return self.schedule.snr_and_slope(t)[1]
+
     def noised_label(self, u, alpha_bar):
         alpha_bar = alpha_bar.reshape(-1, 1) if alpha_bar.ndim else alpha_bar
         return alpha_bar.sqrt() * u + (1 - alpha_bar).sqrt() * torch.randn_like(u)
@@ -108,12 +112,11 @@ class NoPropCT(ContinuousMethod):
         u = self.embed(y)
         t = sample_t(len(y), self.config.t_sampling, u.device)
         gamma, _ = self.schedule.gamma_and_slope(t)
-        _, snr_slope = self.schedule.snr_and_slope(t)
         mse = (self.denoise(self.noised_label(u, torch.sigmoid(-gamma)), x, t) - u).pow(2).sum(1)
         ab_0, ab_1 = self.schedule.alpha_bar(torch.tensor([0.0, 1.0], device=u.device))
         ce = F.cross_entropy(self.head(self.noised_label(u, ab_1)), y)
         kl = kl_to_standard_normal(u, ab_0).mean()
-        loss = ce + kl + 0.5 * self.config.eta * (snr_slope * mse).mean()
+        loss = ce + kl + 0.5 * self.config.eta * (self.mse_weight(t) * mse).mean()
         return loss, {"ce": ce.detach(), "kl": kl.detach(), "mse": mse.mean().detach()}
 
     @torch.no_grad()
@@ -123,14 +126,13 @@ class NoPropCT(ContinuousMethod):
         u, image, rows = self.embed(y), self.net.image_features(x), []
         for centre, t in t_bins(len(y), x.device):
             gamma, _ = self.schedule.gamma_and_slope(t)
-            _, snr_slope = self.schedule.snr_and_slope(t)
             logits = self.logits(self.noised_label(u, torch.sigmoid(-gamma)), x, t, image)
             mse = (logits.softmax(dim=1) @ self.embed.weight - u).pow(2).sum(1).mean().item()
             rows += [{"diagnostic": "denoise_acc", "t": centre, "z": "q", "value": self.percent_correct(logits, y)},
                      {"diagnostic": "denoise_acc", "t": centre, "z": "zero",
                       "value": self.percent_correct(self.logits(torch.zeros_like(u), x, t, image), y)},
                      {"diagnostic": "mse", "t": centre, "z": "q", "value": mse},
-                     {"diagnostic": "loss_weight", "t": centre, "value": 0.5 * self.config.eta * snr_slope.mean().item()}]
+                     {"diagnostic": "loss_weight", "t": centre, "value": 0.5 * self.config.eta * self.mse_weight(t).mean().item()}]
         ends = self.schedule.gamma(torch.tensor([0.0, 1.0], device=x.device))
         return rows + [{"diagnostic": "gamma", "t": t, "value": g.item()} for t, g in zip((0.0, 1.0), ends)]
 
