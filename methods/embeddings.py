@@ -1,7 +1,10 @@
 """Label embeddings W_Embed (reference section 6): row y is u_y.
 
   one-hot    fixed identity, d = number of classes
-  dim20      learned, d = 20, orthogonal rows when classes <= 20, else N(0, 1) ("randomly otherwise")
+  dim20      learned, d = 20, orthogonal rows when classes <= 20, else N(0, 1) ("randomly otherwise").
+             OUR CHOICE, config 'dim20_rows' (NoProp-DT, back-prop): "paper" keeps the draw; "unit" rescales
+             each row to norm 1. Orthogonal rows already have norm 1, but N(0, 1) rows in R^20 have norm
+             about 4.5 (CIFAR-100), which scales every SNR-weighted term of Eq. 8 by about 20
   prototype  learned, d = image size, row c initialised with the class-c training image whose median
              distance to the other class-c images is smallest (computed on normalised images)
 """
@@ -11,6 +14,7 @@ import torch
 from torch import nn
 
 EMBEDDINGS = ("one-hot", "dim20", "prototype")
+DIM20_ROWS = ("paper", "unit")
 
 
 def check_embedding(kind: str) -> str:
@@ -41,7 +45,8 @@ def class_medoids(images: torch.Tensor, labels: torch.Tensor, num_classes: int) 
 
 class LabelEmbedding(nn.Module):
     def __init__(self, kind: str, num_classes: int, image_dim: int,
-                 prototype_images: torch.Tensor | None = None, prototype_labels: torch.Tensor | None = None):
+                 prototype_images: torch.Tensor | None = None, prototype_labels: torch.Tensor | None = None,
+                 dim20_rows: str = "paper"):
         super().__init__()
         self.kind = check_embedding(kind)
         self.image_dim = image_dim
@@ -50,6 +55,8 @@ class LabelEmbedding(nn.Module):
         elif kind == "dim20":
             w = torch.empty(num_classes, 20)
             nn.init.orthogonal_(w) if num_classes <= 20 else nn.init.normal_(w)
+            if dim20_rows == "unit":
+                w = w / w.norm(dim=1, keepdim=True)
             self.weight = nn.Parameter(w)
         else:
             if prototype_images is None:
@@ -72,4 +79,5 @@ class LabelEmbedding(nn.Module):
 def make_embedding(config, spec, train=None) -> LabelEmbedding:
     """W_Embed for a method config; `train` (a bench.data.Split) only feeds prototype initialisation."""
     protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
-    return LabelEmbedding(config.embedding, spec.num_classes, spec.image_dim, *protos)
+    return LabelEmbedding(config.embedding, spec.num_classes, spec.image_dim, *protos,
+                          dim20_rows=getattr(config, "dim20_rows", "paper"))

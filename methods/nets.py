@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from methods.embeddings import LabelEmbedding, make_embedding
+from methods.embeddings import DIM20_ROWS, LabelEmbedding, make_embedding
 from methods.heads import HeadConfig, make_head
 
 LABEL_CONVS = ("shared", "own")
@@ -25,11 +25,14 @@ LABEL_CONVS = ("shared", "own")
 class DiscreteConfig(HeadConfig):
     """What NoProp-DT and its back-prop baseline share: the "identical model structures" of the paper."""
     label_conv: str = "shared"  # image-sized labels (prototype): "shared" conv with x, or the block's "own"
+    dim20_rows: str = "paper"   # dim20 rows as drawn ("paper"), or rescaled to norm 1 ("unit"); embeddings.py
 
     def validate(self) -> None:
         super().validate()
         if self.label_conv not in LABEL_CONVS:
             raise ValueError(f"config 'label_conv' must be one of {', '.join(LABEL_CONVS)}, got {self.label_conv!r}")
+        if self.dim20_rows not in DIM20_ROWS:
+            raise ValueError(f"config 'dim20_rows' must be one of {', '.join(DIM20_ROWS)}, got {self.dim20_rows!r}")
 
 
 def conv_stack(in_channels: int) -> nn.Sequential:

@@ -8,6 +8,11 @@ on its own loss; no gradient crosses blocks. Per minibatch, with u_y = W_Embed[y
   z_T     ~ q(z_T | y) = N(sqrt(ab_T) u_y, 1 - ab_T)                     (a noised label, not a block output)
   L_t = CE(head(z_T), y) + KL(q(z_0|y) || N(0, I)) + (T/2) eta (SNR(t) - SNR(t-1)) ||u_hat - u_y||^2
 Inference (Eq. 3): z_0 ~ N(0, I); z_t = a_t u_hat_t(z_{t-1}, x) + b_t z_{t-1} + sqrt(c_t) eps; scores = head(z_T).
+
+OUR CHOICE for learned embeddings (dim20, prototype), config 'embed_state': every pass updates W_Embed, and
+Algorithm 1 does not say whose optimiser state it has. "shared": one Adam state for W_Embed across the T
+passes, so its second-moment estimate after pass T (weight ~480 with alpha_bar_max = 0.999) shrinks the
+steps of the low-weight passes that follow; "per_pass": pass t keeps its own state for W_Embed.
 """
 from __future__ import annotations
 
@@ -16,9 +21,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import Method
+from methods.base import OPTIMIZERS, Method
 from methods.nets import DiscreteConfig, discrete_model
 from methods.schedules import DiscreteSchedule, cosine_alpha_bar
+
+
+EMBED_STATES = ("shared", "per_pass")
 
 
 @dataclass
@@ -27,12 +35,36 @@ class DTConfig(DiscreteConfig):
     cosine_s: float = 0.008        # offset of the cosine schedule (our choice, see schedules.py)
     alpha_bar_min: float = 1e-3    # clip of alpha_bar_0 (our choice)
     alpha_bar_max: float = 0.999   # clip of alpha_bar_T (our choice)
+    embed_state: str = "shared"    # W_Embed's optimiser state: "shared" by the T passes, or "per_pass"
 
     def validate(self) -> None:
         super().validate()
+        if self.embed_state not in EMBED_STATES:
+            raise ValueError(f"config 'embed_state' must be one of {', '.join(EMBED_STATES)}, got {self.embed_state!r}")
         if not self.eta >= 0:
             raise ValueError(f"config 'eta' must be >= 0, got {self.eta!r}")
         cosine_alpha_bar(self.timesteps, self.cosine_s, self.alpha_bar_min, self.alpha_bar_max)
+
+
+class PerPassEmbeddingOptimizer:
+    """Table 3's optimiser over every trainable parameter but W_Embed, plus one of the same kind per pass
+    over W_Embed, stepped only in its pass: each pass's moment estimates see only its own gradients."""
+
+    def __init__(self, method: "NoPropDT"):
+        cfg, embed = method.config, method.embed.weight
+        make = lambda params: OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.method = method
+        self.main = make([p for p in method.parameters() if p.requires_grad and p is not embed])
+        self.per_pass = {t: make([embed]) for t in method.stages()}
+        self.param_groups = self.main.param_groups + [g for o in self.per_pass.values() for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.main.zero_grad(set_to_none=set_to_none)
+        self.method.embed.weight.grad = None
+
+    def step(self) -> None:
+        self.main.step()
+        self.per_pass[self.method.current_stage].step()
 
 
 def kl_to_standard_normal(u: torch.Tensor, alpha_bar_0: torch.Tensor) -> torch.Tensor:
@@ -73,8 +105,14 @@ class NoPropDT(Method):
         """u_hat_t(z_{t-1}, x) = softmax(logits) @ W_Embed: a convex combination of class embeddings."""
         return self.blocks[t - 1](z, x).softmax(dim=1) @ self.embed.weight
 
+    def make_optimizer(self):
+        if self.config.embed_state == "per_pass" and self.embed.weight.requires_grad:
+            return PerPassEmbeddingOptimizer(self)
+        return super().make_optimizer()
+
     def loss(self, x, y, t: int):
         T, cfg = self.config.timesteps, self.config
+        self.current_stage = t  # the pass whose W_Embed state steps next (PerPassEmbeddingOptimizer)
         u = self.embed(y)
         mse = (self.denoise(t, self.noised_label(u, t - 1), x) - u).pow(2).sum(1).mean()
         ce = F.cross_entropy(self.head(self.noised_label(u, T)), y)
