@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs (and torch threads) per cell when the cluster has no GPUs (default 1)")
     p.add_argument("--ray-max-retries", type=_count, default=2, help="retries of a cell whose worker died (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-memory-probe", action="store_true", help="skip the few-step tensor-memory probe each "
+                   "cell runs before its clock starts (bench/memory.py); its memory columns stay empty")
     p.add_argument("--no-diagnostics", action="store_true", help="do not write diagnostics.csv (per-block and "
                                                                  "per-t accuracies; they never change results.csv)")
     return p
@@ -276,7 +278,8 @@ def run(argv: list[str]) -> int:
           f"writing {writer.csv_path}", file=sys.stderr)
     if scaled:
         print("SCALED (not the suite as written): " + "; ".join(scaled), file=sys.stderr)
-    options = RunOptions(device, args.data_dir, False if args.no_progress else None, not args.no_diagnostics)
+    options = RunOptions(device, args.data_dir, False if args.no_progress else None, not args.no_diagnostics,
+                         not args.no_memory_probe)
     try:
         if args.executor == "ray":
             from bench.ray_executor import run_cells_ray

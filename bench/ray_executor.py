@@ -35,7 +35,8 @@ class _NoBar:
         pass
 
 
-def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, diagnostics: bool = True) -> dict:
+def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, diagnostics: bool = True,
+              memory_probe: bool = True) -> dict:
     """Body of one Ray task: everything a worker does for one cell. Returns rows or an error."""
     host = platform.node()
     if threads:
@@ -47,7 +48,7 @@ def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, 
         return {"rows": [], "diagnostics": [], "error": f"{cell.label()} on node {host}: {e}", "host": host}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    outcome = run_cell(cell, data, RunOptions(device, data_dir, False, diagnostics), None, _NoBar())
+    outcome = run_cell(cell, data, RunOptions(device, data_dir, False, diagnostics, memory_probe), None, _NoBar())
     return {"rows": outcome.rows, "diagnostics": outcome.diagnostics, "error": outcome.error, "host": host}
 
 
@@ -80,7 +81,8 @@ def run_cells_ray(cells: list[Cell], options: RunOptions, writer: ResultWriter |
             num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus_per_task,
             max_retries=max_retries, retry_exceptions=False, name="noprop-bench-cell")
         pending = {task.remote(cell, "cuda" if use_gpu else "cpu", options.data_dir,
-                               0 if use_gpu else cpus_per_task, options.diagnostics): cell for cell in cells}
+                               0 if use_gpu else cpus_per_task, options.diagnostics,
+                               options.memory_probe): cell for cell in cells}
         outcomes, failed = [], 0
         with tqdm(total=len(cells), unit="cell", disable=None if options.progress is None else not options.progress,
                   dynamic_ncols=True) as bar:

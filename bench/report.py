@@ -4,7 +4,9 @@ Writes into RESULTS_DIR/report/ (or --out):
   accuracy_vs_time.png   Figure 3 style: test accuracy against cumulative training time, one panel per
                          data set, mean line and standard-error band over seeds x inference runs
   accuracy_vs_steps.png  final test accuracy against inference steps, one line per solver
-  memory.png             Table 2 style: peak training memory per method and data set
+  memory.png             Table 2 style: the tensor peak of training per method, data set and T, split
+                         into parameters, gradients, optimiser state and activations & temporaries
+  memory_vs_T.png        the tensor peak against T, for methods run at several T (suite 'memory')
   diagnostics.png        from diagnostics.csv (bench/diagnostics.py), at each cell's last evaluation point:
                          per-t accuracy of the continuous-time denoisers (z ~ q and z = 0), per-block
                          accuracy of the discrete methods, and predicted classes against training steps
@@ -99,16 +101,48 @@ def table1(df: pd.DataFrame, paper: pd.DataFrame, sigmas: float) -> pd.DataFrame
     return out.sort_values(["dataset", "split", "method", "embedding"], key=_paper_order).reset_index(drop=True)
 
 
+MEM_PARTS = ["mem_parameters_bytes", "mem_gradients_bytes", "mem_optimizer_state_bytes", "mem_activations_bytes"]
+PART_NAMES = {"mem_parameters_bytes": "parameters", "mem_gradients_bytes": "gradients",
+              "mem_optimizer_state_bytes": "optimizer state", "mem_activations_bytes": "activations & temporaries"}
+
+
 def table2(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Peak training memory per method and data set (one-hot rows only, as in the paper)."""
-    onehot = df[df["embedding"] == "one-hot"]
-    per_cell = onehot.groupby(["method", "dataset", "cell_id", "mem_kind"], as_index=False)["peak_mem_bytes"].max()
-    out = per_cell.groupby(["method", "dataset", "mem_kind"], as_index=False).agg(
-        n=("peak_mem_bytes", "size"), peak_gb=("peak_mem_bytes", lambda b: b.max() / GB))
+    """Peak training memory per method x data set x T (one-hot cells, as in the paper).
+
+    tensor_gb is the tensor peak of bench/memory.py (any device) with its split; cuda_gb the CUDA
+    allocator's peak where the run was on a GPU. Ratios to back-prop on the same data set (at the same T
+    where there is such a cell, else at Table 3's T = 10) are comparable across devices; absolute GB are
+    compared with the paper's only for cuda_gb.
+    """
+    d = df[(df["embedding"] == "one-hot") & (df["eval_setting"] == "default")].copy()
+    for col in ["tensor_peak_bytes", *MEM_PARTS]:
+        if col not in d.columns:  # results from before the tensor probe
+            d[col] = np.nan
+    d["cuda_bytes"] = d["peak_mem_bytes"].where(d["mem_kind"] == "cuda_max_allocated")
+    d["T"] = d["inference_steps"]
+    per_cell = d.groupby(["method", "dataset", "T", "cell_id"], as_index=False)[
+        ["tensor_peak_bytes", *MEM_PARTS, "cuda_bytes"]].max()
+    cols = ["tensor_peak_bytes", *MEM_PARTS, "cuda_bytes"]
+    out = per_cell.groupby(["method", "dataset", "T"], as_index=False).agg(
+        n=("cell_id", "size"), **{c: (c, "max") for c in cols})
+    for c in cols:
+        out[c.replace("_bytes", "_gb")] = out.pop(c) / GB
+    out = out.rename(columns={"tensor_peak_gb": "tensor_gb"})
     out = out.merge(paper.rename(columns={"gb": "paper_gb"}), on=["method", "dataset"], how="left")
-    # CPU resident memory is not the quantity the paper measured: never put a ratio next to it
-    out["ratio"] = np.where(out["mem_kind"] == "cuda_max_allocated", out["peak_gb"] / out["paper_gb"], np.nan)
-    return out.sort_values(["dataset", "method"], key=_paper_order).reset_index(drop=True)
+    bp = out[out["method"] == "backprop"].set_index(["dataset", "T"])
+    paper_bp = paper[paper["method"] == "backprop"].set_index("dataset")["gb"]
+
+    def bp_value(row, col):
+        for key in ((row.dataset, row.T), (row.dataset, 10)):
+            if key in bp.index:
+                return bp.loc[key, col]
+        return np.nan
+
+    out["ratio_to_bp"] = [r.tensor_gb / bp_value(r, "tensor_gb") for r in out.itertuples()]
+    out["cuda_ratio_to_bp"] = [r.cuda_gb / bp_value(r, "cuda_gb") for r in out.itertuples()]
+    out["paper_ratio_to_bp"] = out["paper_gb"] / out["dataset"].map(paper_bp)
+    out["cuda_over_paper"] = out["cuda_gb"] / out["paper_gb"]
+    return out.sort_values(["dataset", "method", "T"], key=_paper_order).reset_index(drop=True)
 
 
 ORDER = {name: i for i, name in enumerate(
@@ -117,6 +151,8 @@ ORDER = {name: i for i, name in enumerate(
 
 
 def _paper_order(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(col):
+        return col
     return col.map(lambda v: ORDER.get(v, len(ORDER)))
 
 
@@ -173,14 +209,47 @@ def plot_accuracy_vs_steps(df: pd.DataFrame, path: Path, suffix: str) -> bool:
 
 
 def plot_memory(mem: pd.DataFrame, path: Path, suffix: str) -> bool:
+    """Stacked bars of the tensor peak's split, one bar per method x T, one panel per data set (the CUDA
+    peak alone for rows from before the tensor probe)."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
+    mem = mem.dropna(subset=["tensor_gb", "cuda_gb"], how="all")
     if mem.empty:
         return False
-    kinds = ", ".join(sorted(mem["mem_kind"].unique()))
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    sns.barplot(data=mem, x="method", y="peak_gb", hue="dataset", ax=ax)
-    ax.set(ylabel=f"peak memory (GB, {kinds})", xlabel="", title=f"peak training memory, one-hot{suffix}")
+    parts = MEM_PARTS if mem["tensor_gb"].notna().any() else ["cuda_bytes"]
+    datasets = list(dict.fromkeys(mem["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(5, 2.2 + 0.7 * len(mem)), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        d = mem[mem["dataset"] == dataset]
+        labels = [f"{m}\nT={int(t)}" for m, t in zip(d["method"], d["T"])]
+        bottom = np.zeros(len(d))
+        for part in parts:
+            values = d[part.replace("_bytes", "_gb")].fillna(0).to_numpy()
+            ax.bar(labels, values, bottom=bottom, label=PART_NAMES.get(part, "cuda_max_allocated"))
+            bottom += values
+        ax.set(title=dataset, ylabel="tensor peak (GB)" if parts is MEM_PARTS else "CUDA peak (GB)")
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"peak training memory (live tensors), one-hot{suffix}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_memory_vs_T(mem: pd.DataFrame, path: Path, suffix: str) -> bool:
+    """Tensor peak against T for every method run at more than one T (suite 'memory')."""
+    import matplotlib.pyplot as plt
+    mem = mem.dropna(subset=["tensor_gb"])
+    swept = mem.groupby(["method", "dataset"])["T"].transform("nunique") > 1
+    d = mem[swept]
+    if d.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (method, dataset), g in d.groupby(["method", "dataset"]):
+        ax.plot(g["T"], g["tensor_gb"], marker="o", label=f"{method} ({dataset})")
+    ax.set(xscale="log", yscale="log", xlabel="T (blocks, or integration steps)", ylabel="tensor peak (GB)",
+           title=f"training memory against T{suffix}")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -295,17 +364,22 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None) -> str:
                      f"{_fmt(r.mean, r.se)}{note} | {_fmt(r.paper, r.paper_se)} | "
                      f"{'-' if pd.isna(r.diff) else f'{r.diff:+.2f}'} | {flag} |")
     lines += ["", "## Table 2: peak training memory", "",
-              "Per cell, the largest peak over its evaluation intervals; per method and data set, the largest "
-              "over cells. `cuda_max_allocated` is `torch.cuda.max_memory_allocated` after "
-              "`reset_peak_memory_stats`; `cpu_peak_rss` is the process's peak resident set, which includes "
-              "the data and everything run before in the process, and is not comparable with the paper's GPU "
-              "figures (no ratio is shown for it).", "",
-              "| data set | method | cells | ours (GB) | kind | paper (GB) | ours / paper |",
-              "|---|---|---|---|---|---|---|"]
+              "`tensor` is the peak bytes of live tensors over a few training steps per stage, measured on any "
+              "device outside the clock (bench/memory.py), split at the moment of the peak into parameters, "
+              "gradients, optimiser state and activations & temporaries; the data set held on the device is "
+              "not in it. `cuda` is `torch.cuda.max_memory_allocated` over the training intervals (GPU runs "
+              "only; it also holds the data set and library workspaces). `/ bp` is the ratio to back-prop on "
+              "the same data set (same T where run, else T = 10): ratios compare across devices; absolute GB "
+              "are compared with the paper's only for `cuda`. All in GB (10^9 bytes).", "",
+              "| data set | method | T | cells | tensor | params | grads | optim | act & temp | tensor / bp | "
+              "paper | paper / bp | cuda | cuda / paper |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    f = lambda v, p=2: "-" if pd.isna(v) else f"{v:.{p}f}"
     for r in t2.itertuples():
-        ratio = "-" if pd.isna(r.ratio) else f"{r.ratio:.2f}"
-        paper = "-" if pd.isna(r.paper_gb) else f"{r.paper_gb:.2f}"
-        lines.append(f"| {r.dataset} | {r.method} | {r.n} | {r.peak_gb:.2f} | {r.mem_kind} | {paper} | {ratio} |")
+        lines.append(f"| {r.dataset} | {r.method} | {int(r.T)} | {r.n} | {f(r.tensor_gb, 3)} | "
+                     f"{f(r.mem_parameters_gb, 3)} | {f(r.mem_gradients_gb, 3)} | {f(r.mem_optimizer_state_gb, 3)} | "
+                     f"{f(r.mem_activations_gb, 3)} | {f(r.ratio_to_bp)} | {f(r.paper_gb)} | "
+                     f"{f(r.paper_ratio_to_bp)} | {f(r.cuda_gb)} | {f(r.cuda_over_paper)} |")
     sweep = _steps_table(df)
     if sweep is not None:
         lines += ["", "## Accuracy (%) against inference steps", "",
@@ -363,7 +437,9 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
                                  "no one-hot rows"),
         "accuracy_vs_steps.png": (plot_accuracy_vs_steps(df, out / "accuracy_vs_steps.png", suffix),
                                   "no inference-step sweep in these results (suite 'steps' or --inference-steps)"),
-        "memory.png": (plot_memory(t2, out / "memory.png", suffix), "no one-hot rows"),
+        "memory.png": (plot_memory(t2, out / "memory.png", suffix), "no tensor-memory probe in these rows"),
+        "memory_vs_T.png": (plot_memory_vs_T(t2, out / "memory_vs_T.png", suffix),
+                            "no method run at more than one T (suite 'memory')"),
     }
     diag = load_diagnostics(results_dir, df["cell_id"].unique())
     figures["diagnostics.png"] = (plot_diagnostics(diag, out / "diagnostics.png", suffix),

@@ -10,11 +10,13 @@ from tqdm.auto import tqdm
 
 from bench.data import DeviceData, load_data
 from bench.diagnostics import probe
+from bench.memory import CATEGORIES, probe_training_memory
 from bench.results import ResultWriter
 from bench.suites import Cell, eval_steps, steps_per_epoch, sweep_settings
 from bench.timing import Clock, PeakMemory
 from methods import get_method
 
+MEMORY_COLUMNS = ["tensor_peak_bytes", *(f"mem_{c}_bytes" for c in CATEGORIES)]
 EVAL_BATCH = 1000  # images per inference batch; does not affect results
 DIAG_RUN = 10_000  # the diagnostics' noise seed is an inference run number no real run reaches
 
@@ -29,6 +31,7 @@ class RunOptions:
     data_dir: str | None = None
     progress: bool | None = None  # None: only on a terminal
     diagnostics: bool = True      # write diagnostics.csv (bench/diagnostics.py) at every evaluation point
+    memory_probe: bool = True     # measure the training steps' tensor peak (bench/memory.py) before the clock starts
 
 
 @dataclass
@@ -101,11 +104,14 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
     optimizer = method.make_optimizer()
     clock, memory = Clock(device), PeakMemory(device)
     outcome = CellOutcome(cell)
+    tensors = (probe_training_memory(method, optimizer, data.train, cell.config.batch_size)
+               if options.memory_probe else dict.fromkeys(MEMORY_COLUMNS))
+    mem_kind = memory.kind if device.type == "cuda" else ("tensor_peak" if options.memory_probe else None)
     base = {"suite": cell.suite, "cell_id": cell.id, "method": cell.method, "dataset": cell.dataset,
             "embedding": cell.embedding, "seed": cell.seed, "n_train": len(data.train),
             "n_test": len(data.test), "eval_split": cell.eval_split, "params_trainable": method.param_counts()["params_trainable"],
-            "device": str(device), "host": platform.node(), "mem_kind": memory.kind,
-            "scaled": "; ".join(cell.scaled)}
+            "device": str(device), "host": platform.node(), "mem_kind": mem_kind,
+            "scaled": "; ".join(cell.scaled), **tensors}
     per_epoch = steps_per_epoch(cell, len(data.train))
     points = eval_steps(cell, len(data.train))
     steps = training_steps(method, optimizer, data.train, cell.config.batch_size)
@@ -122,7 +128,7 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
                 bar.update(1)
         losses = {key: value.item() / (point - done) for key, value in sums.items()}  # the only host sync
         done = point
-        peak = memory.peak_bytes()
+        peak = memory.peak_bytes() if device.type == "cuda" else tensors["tensor_peak_bytes"]
         epoch = point // per_epoch if point % per_epoch == 0 else round(point / per_epoch, 4)
         if not all(math.isfinite(v) for v in losses.values()):
             outcome.error = (f"{cell.label()} diverged by epoch {epoch}: mean losses {losses}. Its rows so far "

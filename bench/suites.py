@@ -13,6 +13,8 @@ evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are
   train_accuracy   also measure accuracy on the training split at the end (Table 1's train columns)
   inference_steps, solvers  after the last evaluation point, also evaluate these settings
   [config]         method config overrides for every cell; [config.METHOD] for one method
+  [grid]           config keys swept over lists of values, one cell per combination (applied after
+                   [config]); [grid.METHOD] for one method, e.g. [grid.adjoint] timesteps = [10, 100]
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from methods.embeddings import check_embedding
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_KEYS = {"description", "paper", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
               "train_limit", "test_limit", "holdout", "eval_points", "train_accuracy", "inference_steps", "solvers",
-              "config"}
+              "config", "grid"}
 EXCLUDE_KEYS = {"method", "dataset", "embedding", "seed"}
 
 
@@ -144,21 +146,53 @@ def expand(name: str, suite: dict, overrides: dict | None = None, scaled: tuple[
     if stray:
         raise ValueError(f"suite '{name}': [config.{stray[0]}] names no method; valid methods: {', '.join(METHODS)}")
     scoped = _check_overrides(overrides or {}, classes)
+    grid = _grid(name, suite.get("grid", {}), classes)
     cells = []
     for cls in classes:
         unscoped = {k: v for k, v in scoped.get(None, {}).items() if k in cls.config_keys()}
-        values = {**common, **config.get(cls.name, {}), **unscoped, **scoped.get(cls.name, {})}
-        for dataset in suite["datasets"]:
-            for embedding in suite["embeddings"]:
-                cfg = cls.default_config(dataset, **{**values, "embedding": embedding})
-                for seed in suite["seeds"]:
-                    if _excluded(exclude, method=cls.name, dataset=dataset, embedding=embedding, seed=seed):
-                        continue
-                    cells.append(Cell(name, cls.name, dataset, int(seed), cfg, limits["train_limit"],
-                                      limits["test_limit"], runs, steps, solvers, eval_points, train_accuracy,
-                                      tuple(scaled), limits["holdout"]))
+        for combo in grid[cls.name]:
+            # the command line (--set) still wins over the grid, as over [config]
+            values = {**common, **config.get(cls.name, {}), **combo, **unscoped, **scoped.get(cls.name, {})}
+            cells += _method_cells(name, suite, cls, values, exclude, limits, runs, steps, solvers, eval_points,
+                                   train_accuracy, scaled)
     if not cells:
         raise ValueError(f"suite '{name}': every cell is excluded; nothing to run")
+    return list({cell.id: cell for cell in cells}.values())  # a --set that pins a grid key merges its cells
+
+
+def _grid(name: str, grid: dict, classes: list) -> dict[str, list[dict]]:
+    """Per method, the list of config combinations its [grid] asks for ([{}] where none)."""
+    if not isinstance(grid, dict):
+        raise ValueError(f"suite '{name}': [grid] must be a table of lists")
+    common = {k: v for k, v in grid.items() if not isinstance(v, dict)}
+    stray = sorted(k for k, v in grid.items() if isinstance(v, dict) and k not in METHODS)
+    if stray:
+        raise ValueError(f"suite '{name}': [grid.{stray[0]}] names no method; valid methods: {', '.join(METHODS)}")
+    out = {}
+    for cls in classes:
+        axes = {k: v for k, v in {**common, **grid.get(cls.name, {})}.items() if k in cls.config_keys()}
+        for key, values in axes.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"suite '{name}': grid key '{key}' must be a non-empty list, got {values!r}")
+        combos = [{}]
+        for key, values in axes.items():
+            combos = [{**c, key: v} for c in combos for v in values]
+        out[cls.name] = combos
+    return out
+
+
+def _method_cells(name, suite, cls, values, exclude, limits, runs, steps, solvers, eval_points, train_accuracy,
+                  scaled) -> list[Cell]:
+    cells = []
+    for dataset in suite["datasets"]:
+        for embedding in suite["embeddings"]:
+            cfg = cls.default_config(dataset, **{**values, "embedding": embedding})
+            for seed in suite["seeds"]:
+                if _excluded(exclude, method=cls.name, dataset=dataset, embedding=embedding, seed=seed):
+                    continue
+                cells.append(Cell(name, cls.name, dataset, int(seed), cfg, limits["train_limit"],
+                                  limits["test_limit"], runs, steps, solvers, eval_points, train_accuracy,
+                                  tuple(scaled), limits["holdout"]))
     return cells
 
 

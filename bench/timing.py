@@ -5,8 +5,6 @@ queued between the two, not the launch time. Evaluation is never inside it.
 """
 from __future__ import annotations
 
-import resource
-import sys
 import time
 
 import torch
@@ -36,22 +34,21 @@ class Clock:
 
 
 class PeakMemory:
-    """Peak memory over a region: CUDA allocator peak on GPU, process peak RSS on CPU.
+    """The CUDA allocator's peak over a region (`max_memory_allocated` after `reset_peak_memory_stats`).
 
-    `kind` says which, so the two are never compared by accident. RSS cannot be reset, so on CPU the
-    value is the peak of the whole process so far (data set included).
+    On every device the runner also records the tensor peak of bench/memory.py; on CPU that is the only
+    measure (the process's RSS holds the data set and the allocator's history, so it cannot show Table 2).
     """
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
-        self.kind = "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss"
+        self.kind = "cuda_max_allocated" if self.device.type == "cuda" else None
 
     def reset(self):
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def peak_bytes(self) -> int:
+    def peak_bytes(self) -> int | None:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
+        return None

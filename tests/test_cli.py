@@ -67,7 +67,7 @@ def test_default_suite_runs_on_real_mnist(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "dfa"], "unknown method 'dfa'; valid methods: " + ", ".join(METHODS)),
-    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, pace, paper-fig3, paper-table1, paper-table2, quick, steps"),
+    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, memory, pace, paper-fig3, paper-table1, paper-table2, quick, steps"),
     (["--embeddings", "dim=20"], "unknown embedding 'dim=20'; valid embeddings: one-hot, dim20, prototype"),
     (["--datasets", "svhn"], "unknown data set 'svhn'; valid data sets: mnist"),
     (["--set", "learning_rate=1"], "unknown config key 'learning_rate' for methods noprop-dt, backprop; valid keys: a_init,"),
@@ -116,7 +116,8 @@ def test_a_diverging_cell_is_reported_and_keeps_earlier_rows(tmp_path, monkeypat
     monkeypatch.setattr(cls, "loss", loss_that_diverges_in_epoch_2)
     out = tmp_path / "div"
     argv = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "50",
-            "--set", "batch_size=100", "--epochs", "3", "--no-progress", "--out", out]
+            "--set", "batch_size=100", "--epochs", "3", "--no-progress", "--out", out,
+            "--no-memory-probe"]  # the probe's own loss calls (on a copy) would shift the count above
     assert run(argv) == 1
     err = capsys.readouterr().err
     assert "backprop/digits/one-hot/seed0 diverged by epoch 2" in err and "lower learning rate" in err
