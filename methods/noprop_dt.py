@@ -10,9 +10,9 @@ on its own loss; no gradient crosses blocks. Per minibatch, with u_y = W_Embed[y
 Inference (Eq. 3): z_0 ~ N(0, I); z_t = a_t u_hat_t(z_{t-1}, x) + b_t z_{t-1} + sqrt(c_t) eps; scores = head(z_T).
 
 OUR CHOICE for learned embeddings (dim20, prototype), config 'embed_state': every pass updates W_Embed, and
-Algorithm 1 does not say whose optimiser state it has. "shared": one Adam state for W_Embed across the T
-passes, so its second-moment estimate after pass T (weight ~480 with alpha_bar_max = 0.999) shrinks the
-steps of the low-weight passes that follow; "per_pass": pass t keeps its own state for W_Embed.
+Algorithm 1 does not say whose optimiser state it has. "per_pass" (default): pass t keeps its own state for
+W_Embed; "shared": one Adam state across the T passes, so its moment estimates after pass T (weight ~480
+with alpha_bar_max = 0.999) steer and shrink the steps of the low-weight passes that follow.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class DTConfig(DiscreteConfig):
     cosine_s: float = 0.008        # offset of the cosine schedule (our choice, see schedules.py)
     alpha_bar_min: float = 1e-3    # clip of alpha_bar_0 (our choice)
     alpha_bar_max: float = 0.999   # clip of alpha_bar_T (our choice)
-    embed_state: str = "shared"    # W_Embed's optimiser state: "shared" by the T passes, or "per_pass"
+    embed_state: str = "per_pass"  # W_Embed's optimiser state: one per pass, or "shared" by the T passes (README A/B 4)
 
     def validate(self) -> None:
         super().validate()

@@ -184,3 +184,13 @@ def test_bad_grids_are_refused(grid, message):
     suite = {"methods": ["noprop-dt"], "datasets": ["digits"], "embeddings": ["one-hot"], "seeds": [0], "grid": grid}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         expand("s", suite)
+
+
+def test_per_pass_embedding_state_is_counted_as_optimizer_state(digits):
+    """NoProp-DT with learned embeddings keeps one Adam state for W_Embed per pass (embed_state)."""
+    model = _method("noprop-dt", digits, timesteps=3, embedding="dim20")
+    out = probe_training_memory(model, model.make_optimizer(), digits.train, 64)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    embed = model.embed.weight.numel()
+    # exp_avg and exp_avg_sq of every parameter, plus two more per extra pass for W_Embed
+    assert out["mem_optimizer_state_bytes"] >= (2 * trainable + 2 * 2 * embed) * F32
