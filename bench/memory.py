@@ -86,8 +86,7 @@ class TensorMemory(TorchDispatchMode):
 
 
 def _optimizer_state(optimizer) -> list[torch.Tensor]:
-    inner = [optimizer.main, *optimizer.per_pass.values()] if hasattr(optimizer, "per_pass") else [optimizer]
-    return [v for opt in inner for state in opt.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
 
 
 def probe_training_memory(method, optimizer, split, batch_size: int, steps: int = PROBE_STEPS) -> dict[str, int]:

@@ -23,7 +23,8 @@ COLUMNS = [
     "eval_setting", "inference_steps", "solver", "inference_run", "nfe", "test_acc", "train_acc", "eval_time_s",
     "train_loss", "loss_ce", "loss_kl", "loss_mse", "train_time_s", "cum_train_time_s",
     "peak_mem_bytes", "mem_kind", "tensor_peak_bytes", "mem_parameters_bytes", "mem_gradients_bytes",
-    "mem_optimizer_state_bytes", "mem_activations_bytes", "n_train", "n_test", "eval_split", "params_trainable", "device", "host", "scaled",
+    "mem_optimizer_state_bytes", "mem_activations_bytes", "n_train", "n_test", "eval_split", "params_trainable",
+    "device", "host", "scaled",
 ]
 # Columns that differ between two identical runs (the determinism tests ignore exactly these).
 TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes"]

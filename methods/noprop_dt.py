@@ -56,7 +56,12 @@ class PerPassEmbeddingOptimizer:
         self.method = method
         self.main = make([p for p in method.parameters() if p.requires_grad and p is not embed])
         self.per_pass = {t: make([embed]) for t in method.stages()}
-        self.param_groups = self.main.param_groups + [g for o in self.per_pass.values() for g in o.param_groups]
+
+    @property
+    def state(self) -> dict:
+        """Every inner optimiser's per-parameter state, as torch.optim.Optimizer.state (W_Embed's is the
+        latest pass's; bench/memory.py counts them all)."""
+        return {**self.main.state, **{(t, p): s for t, o in self.per_pass.items() for p, s in o.state.items()}}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.main.zero_grad(set_to_none=set_to_none)
