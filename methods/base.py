@@ -31,6 +31,7 @@ the epoch (CUDA-synchronised on GPU) and nothing else: evaluation is outside the
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -69,6 +70,27 @@ class MethodConfig:
             raise ValueError(f"config 'weight_decay' must be >= 0, got {self.weight_decay!r}")
 
 
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def typed_values(config_cls: type, values: dict) -> dict:
+    """`values` checked against the config dataclass's field types (int, float, str, bool), ints widened
+    to float where a float is expected (so lr=1 and lr=1.0 are the same cell). A value of the wrong type
+    (`--set lr=abc`) is a ValueError naming the key, the value and the type expected."""
+    hints = typing.get_type_hints(config_cls)
+    out = {}
+    for key, value in values.items():
+        want = hints.get(key)
+        ok = (isinstance(value, want) and not (want is int and isinstance(value, bool))) if want in TYPE_NAMES else True
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ValueError(f"config '{key}' expects {TYPE_NAMES[want]} ({want.__name__}), got {value!r}: "
+                             f"fix it in --set {key}=... or the suite's [config]")
+        out[key] = value
+    return out
+
+
 class Method(nn.Module):
     name: ClassVar[str]
     summary: ClassVar[str] = ""  # one line for --list
@@ -99,7 +121,7 @@ class Method(nn.Module):
             raise ValueError(f"unknown config key(s) {', '.join(unknown)} for method '{cls.name}'; "
                              f"valid keys: {', '.join(sorted(valid))}")
         values.update(overrides)
-        config = cls.Config(**values)
+        config = cls.Config(**typed_values(cls.Config, values))
         config.validate()
         return config
 

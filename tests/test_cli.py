@@ -72,11 +72,16 @@ def test_default_suite_runs_on_real_mnist(tmp_path):
     (["--datasets", "svhn"], "unknown data set 'svhn'; valid data sets: mnist"),
     (["--set", "learning_rate=1"], "unknown config key 'learning_rate' for methods noprop-dt, backprop; valid keys: a_init,"),
     (["--set", "lr=-1"], "config 'lr' must be > 0, got -1"),
+    (["--set", "lr=abc"], "config 'lr' expects a number (float), got 'abc'"),
+    (["--set", "epochs=1.5"], "config 'epochs' expects an integer (int), got 1.5"),
+    (["--set", "noprop-dt.embed_state=3"], "config 'embed_state' expects a string (str), got 3"),
     (["--device", "tpu"], "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
-], ids=["method", "suite", "embedding", "dataset", "config-key", "config-value", "device"])
+], ids=["method", "suite", "embedding", "dataset", "config-key", "config-value", "config-type-float",
+        "config-type-int", "config-type-str", "device"])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, argv, message):
     assert run([*argv, "--out", tmp_path / "x"]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 
@@ -133,3 +138,10 @@ def test_list_shows_suites_methods_datasets_and_embeddings(capsys):
     text = capsys.readouterr().out
     for word in ("quick", "ci", *METHODS, "cifar100", "prototype"):
         assert word in text
+
+
+def test_an_integer_for_a_float_key_is_the_same_cell_as_the_float():
+    from methods import get_method
+    cls = get_method("noprop-dt")
+    a, b = cls.default_config("mnist", lr=1), cls.default_config("mnist", lr=1.0)
+    assert a == b and isinstance(a.lr, float)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench import safe_pickle
-from bench.data import load_data
+from bench.data import DataError, load_data
 from tests.conftest import py2_pickle, write_cifar
 
 
@@ -36,8 +36,24 @@ def test_a_malicious_cifar_batch_is_refused_with_the_file_named(tmp_path):
     marker = tmp_path / "pwned"
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
     batch.write_bytes(py2_pickle({b"data": RunsACommand(marker), b"labels": []}))
-    with pytest.raises(safe_pickle.UnsafePickleError, match=re.escape(str(batch))):
+    with pytest.raises(DataError, match=re.escape(str(batch)) + ": refused to load global"):
         load_data("cifar10", "cpu", tmp_path)
+    assert not marker.exists()
+
+
+def test_the_cli_refuses_a_malicious_cifar_batch_in_one_line_exit_2(tmp_path, capsys):
+    import run_bench
+    write_cifar(tmp_path, "cifar10")
+    marker = tmp_path / "pwned"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(py2_pickle({b"data": RunsACommand(marker), b"labels": []}))
+    argv = ["--suite", "quick", "--datasets", "cifar10", "--methods", "noprop-dt", "--set", "timesteps=2",
+            "--train-limit", "50", "--test-limit", "20", "--data-dir", str(tmp_path), "--no-progress",
+            "--out", str(tmp_path / "out")]
+    assert run_bench.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {batch}: refused to load global")
+    assert not any("Traceback" in line for line in err)
     assert not marker.exists()
 
 
