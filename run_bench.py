@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-memory-probe", action="store_true", help="skip the few-step tensor-memory probe each "
                    "cell runs before its clock starts (bench/memory.py); its memory columns stay empty")
+    p.add_argument("--no-report", action="store_true", help="do not write the report (plots and report.md in "
+                                                            "OUT/report) at the end of the run")
     p.add_argument("--no-diagnostics", action="store_true", help="do not write diagnostics.csv (per-block and "
                                                                  "per-t accuracies; they never change results.csv)")
     return p
@@ -115,13 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
 def list_everything() -> str:
     from bench.data import DATASETS
     from bench.suites import available_suites, load_suite
-    from methods import EMBEDDINGS, METHODS
+    from methods import BROKEN, EMBEDDINGS, METHODS, PLUGINS
     lines = ["suites:"]
     for name in available_suites():
         lines.append(f"  {name:14s} {load_suite(name).get('description', '')}")
     lines.append("methods:")
     for name, cls in METHODS.items():
-        lines.append(f"  {name:14s} {cls.summary}")
+        where = f" [plugin: {cls.__module__}]" if name in PLUGINS else ""
+        lines.append(f"  {name:14s} {cls.summary}{where}")
+    lines += [f"  not loaded: {why}" for why in BROKEN.values()]
     lines.append("data sets:   " + ", ".join(DATASETS))
     lines.append("embeddings:  " + ", ".join(EMBEDDINGS))
     return "\n".join(lines)
@@ -237,6 +241,9 @@ def run(argv: list[str]) -> int:
     if args.list:
         print(list_everything())
         return 0
+    from methods import BROKEN
+    for why in BROKEN.values():  # the built-in methods still run; say once why a plugin does not
+        print(f"warning: {why}", file=sys.stderr)
     try:
         suite, settings, scaled = suite_with_overrides(args)
         cells = expand(args.suite, suite, settings, scaled)
@@ -300,6 +307,12 @@ def run(argv: list[str]) -> int:
 
     print(summary_table(writer.out_dir))
     print(f"\nresults: {writer.csv_path}\ndiagnostics: {writer.diag_path}\nmetadata: {writer.meta_path}")
+    if not args.no_report:
+        from bench.report import ReportError, write_report
+        try:
+            print(f"report: {write_report(writer.out_dir) / 'report.md'}")
+        except ReportError as e:  # e.g. every cell failed: the results above still stand
+            print(f"report not written: {e}", file=sys.stderr)
     for error in meta["failed"].values():
         print(f"error: {error}", file=sys.stderr)
     return 1 if meta["failed"] else 0

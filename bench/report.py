@@ -11,6 +11,7 @@ Writes into RESULTS_DIR/report/ (or --out):
                          per-t accuracy of the continuous-time denoisers (z ~ q and z = 0), per-block
                          accuracy of the discrete methods, and predicted classes against training steps
   table1.csv, table2.csv our aggregates next to the paper's values
+  time_to_accuracy.csv   training seconds to reach each accuracy target, per method (bench/time_to_accuracy.py)
   report.md              all of the above in one page, with every disagreement flagged
 
 Aggregation follows the paper (section 10 of the reference): the mean and the standard error of the
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bench import time_to_accuracy
 
 # the columns report and check read (a CSV from an older version without, say, `host` still reports)
 NEEDED = ["suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch", "step", "eval_setting",
@@ -67,6 +70,8 @@ def load_results(results_dir: Path) -> tuple[pd.DataFrame, dict]:
     except (OSError, ValueError):
         meta = {}
     df["scaled"] = df["scaled"].fillna("")
+    # rows from before --holdout have no split: they are test accuracies
+    df["eval_split"] = df["eval_split"].astype(object).fillna("test") if "eval_split" in df else "test"
     return df, meta
 
 
@@ -85,7 +90,7 @@ def table1(df: pd.DataFrame, paper: pd.DataFrame, sigmas: float) -> pd.DataFrame
     last = final_rows(df)
     last = last[last["eval_setting"] == "default"]
     # held-out rows (--holdout) are not test accuracies, so they never meet the paper's test column
-    split = last["eval_split"].fillna("test") if "eval_split" in last else "test"
+    split = last["eval_split"]
     long = pd.concat([last.assign(split=split, acc=last["test_acc"]),
                       last.assign(split="train", acc=last["train_acc"])])
     long = long.dropna(subset=["acc"])
@@ -166,7 +171,10 @@ def _curves(df: pd.DataFrame) -> pd.DataFrame:
                          "se": g["test_acc"].sem().fillna(0), "n": g["test_acc"].size()}).reset_index()
 
 
-def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str) -> bool:
+def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str, tta: pd.DataFrame | None = None) -> bool:
+    """Mean curve and s.e. band per method; where `tta` (time_to_accuracy.summary) is given, each target
+    as a dotted line and, for each method that reached it, a star at the mean time with a bar from the
+    fastest to the slowest seed."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     curves = _curves(df)
@@ -180,6 +188,8 @@ def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str) -> bool:
             c = c.sort_values("step")
             ax.plot(c["time"], c["acc"], marker="o", ms=3, label=method, color=palette[method])
             ax.fill_between(c["time"], c["acc"] - c["se"], c["acc"] + c["se"], alpha=0.25, color=palette[method])
+        if tta is not None:
+            _mark_targets(ax, tta[(tta["dataset"] == dataset) & (tta["embedding"] == "one-hot")], palette)
         ax.set(title=f"{dataset}{suffix}", xlabel="cumulative training time (s)", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(title="one-hot", fontsize=8)
@@ -187,6 +197,17 @@ def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def _mark_targets(ax, tta: pd.DataFrame, palette: dict) -> None:
+    for target in tta["target"].unique():
+        ax.axhline(target, color="grey", lw=0.6, ls=":", zorder=0)
+    for r in tta[tta["reached"] > 0].itertuples():
+        if r.method not in palette:
+            continue
+        err = [[r.time_mean_s - r.time_min_s], [r.time_max_s - r.time_mean_s]]
+        ax.errorbar(r.time_mean_s, r.target, xerr=err, fmt="*", ms=9, mec="black", mew=0.5, capsize=2,
+                    color=palette[r.method], zorder=5)
 
 
 def plot_accuracy_vs_steps(df: pd.DataFrame, path: Path, suffix: str) -> bool:
@@ -337,7 +358,7 @@ def _fmt(mean, se) -> str:
     return f"{mean:.2f}" if pd.isna(se) else f"{mean:.2f} ± {se:.2f}"
 
 
-def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None) -> str:
+def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None) -> str:
     scaled = sorted(r for r in df["scaled"].unique() if r)
     suites = ", ".join(sorted(df["suite"].unique()))
     lines = [f"# noprop-bench report: {results_dir}", ""]
@@ -363,6 +384,14 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None) -> str:
         lines.append(f"| {r.dataset} | {r.split} | {r.method} | {r.embedding} | {int(r.n)} | "
                      f"{_fmt(r.mean, r.se)}{note} | {_fmt(r.paper, r.paper_se)} | "
                      f"{'-' if pd.isna(r.diff) else f'{r.diff:+.2f}'} | {flag} |")
+    table = time_to_accuracy.markdown(tta) if tta is not None else None
+    if table:
+        lines += ["", "## Time to accuracy", "",
+                  "Cumulative training seconds (evaluation excluded) at the first evaluation point whose accuracy "
+                  "(default inference setting, mean over inference runs) reaches each target: the mean over the "
+                  "seeds that reached it, [fastest–slowest], and (seeds that reached it / seeds). The resolution "
+                  "is the spacing of evaluation points. Also in time_to_accuracy.csv, and marked ★ on "
+                  "accuracy_vs_time.png.", "", table]
     lines += ["", "## Table 2: peak training memory", "",
               "`tensor` is the peak bytes of live tensors over a few training steps per stage, measured on any "
               "device outside the clock (bench/memory.py), split at the moment of the peak into parameters, "
@@ -432,8 +461,10 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
     t2 = table2(df, read_paper(PAPER_TABLE2))
     t1.to_csv(out / "table1.csv", index=False)
     t2.to_csv(out / "table2.csv", index=False)
+    tta = time_to_accuracy.summary(time_to_accuracy.per_cell(df))
+    tta.to_csv(out / "time_to_accuracy.csv", index=False)
     figures = {
-        "accuracy_vs_time.png": (plot_accuracy_vs_time(df, out / "accuracy_vs_time.png", suffix),
+        "accuracy_vs_time.png": (plot_accuracy_vs_time(df, out / "accuracy_vs_time.png", suffix, tta),
                                  "no one-hot rows"),
         "accuracy_vs_steps.png": (plot_accuracy_vs_steps(df, out / "accuracy_vs_steps.png", suffix),
                                   "no inference-step sweep in these results (suite 'steps' or --inference-steps)"),
@@ -444,7 +475,7 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
     diag = load_diagnostics(results_dir, df["cell_id"].unique())
     figures["diagnostics.png"] = (plot_diagnostics(diag, out / "diagnostics.png", suffix),
                                   "no diagnostics.csv rows (run without --no-diagnostics)")
-    (out / "report.md").write_text(markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag))
+    (out / "report.md").write_text(markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag, tta))
     return out
 
 

@@ -7,16 +7,22 @@ from methods.noprop_ct import NoPropCT
 from methods.noprop_ct_reweighted import NoPropCTReweighted
 from methods.noprop_dt import NoPropDT
 from methods.noprop_fm import NoPropFM
+from methods.plugins import load_plugins
 
-METHODS: dict[str, type[Method]] = {
+BUILTIN: dict[str, type[Method]] = {
     cls.name: cls for cls in (NoPropDT, Backprop, NoPropCT, NoPropFM, Adjoint, BackpropODE, NoPropCTReweighted)
 }
+# methods other distributions register (methods/plugins.py); BROKEN: name -> why one was left out
+PLUGINS, BROKEN = load_plugins(BUILTIN)
+METHODS: dict[str, type[Method]] = {**BUILTIN, **PLUGINS}
 
 
 def get_method(name: str) -> type[Method]:
+    if name in BROKEN and name not in METHODS:
+        raise ValueError(BROKEN[name])
     if name not in METHODS:
         raise ValueError(f"unknown method '{name}'; valid methods: {', '.join(METHODS)}")
     return METHODS[name]
 
 
-__all__ = ["METHODS", "EMBEDDINGS", "Method", "MethodConfig", "get_method"]
+__all__ = ["METHODS", "BUILTIN", "PLUGINS", "BROKEN", "EMBEDDINGS", "Method", "MethodConfig", "get_method"]
