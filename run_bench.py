@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """noprop-bench command line: run a suite, write a tidy CSV and its metadata, print a summary.
 
-    python run_bench.py                       # the `quick` suite on real MNIST (fetched automatically)
+    python run_bench.py                       # a small Figure 3 on real MNIST (fetched automatically), with report
     python run_bench.py --list                # suites, methods, data sets, embeddings
     python run_bench.py --suite paper-table1 --dry-run      # the cells, their settings and cost
     python run_bench.py --suite quick --methods noprop-dt --embeddings one-hot,dim20 --seeds 0,1,2
@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_SUITE = "fig3-small"  # a newcomer's first run: curves of accuracy against training time, in minutes
 
 
 def _csv(value: str) -> list[str]:
@@ -67,7 +68,7 @@ def _setting(value: str) -> tuple[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_bench.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", default="quick", help="suite to run (default: quick); see --list")
+    p.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite to run (default: {DEFAULT_SUITE}); see --list")
     p.add_argument("--list", action="store_true", help="list suites, methods, data sets and embeddings")
     p.add_argument("--methods", type=_csv, help="comma-separated methods, or 'all' (default: the suite's)")
     p.add_argument("--datasets", type=_csv, help="comma-separated data sets (default: the suite's)")

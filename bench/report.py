@@ -202,6 +202,8 @@ def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str, tta: pd.Dat
 def _mark_targets(ax, tta: pd.DataFrame, palette: dict) -> None:
     for target in tta["target"].unique():
         ax.axhline(target, color="grey", lw=0.6, ls=":", zorder=0)
+        ax.text(1.0, target, f" {target:g}%", transform=ax.get_yaxis_transform(), fontsize=6, va="center",
+                color="grey")
     for r in tta[tta["reached"] > 0].itertuples():
         if r.method not in palette:
             continue
@@ -367,6 +369,9 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None
                   "not the suite's (or the paper's) protocol and are not expected to match the paper:", ">"]
         lines += [f"> - {r}" for r in scaled]
         lines.append("")
+    by_design = (meta.get("suite_config") or {}).get("scaled_from")
+    if by_design:
+        lines += [f"> **Scaled by design** (suite {meta.get('suite')}): {by_design}. Not the paper's protocol.", ""]
     git = meta.get("git", {})
     lines += [f"- suite(s): {suites}; cells: {df['cell_id'].nunique()}; rows: {len(df)}",
               f"- device(s): {', '.join(sorted(df['device'].unique()))} ({meta.get('device', {}).get('name', '?')})",
@@ -456,7 +461,7 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
         raise ReportError(f"{results_dir}: no cell has finished yet (see cells.jsonl)")
     out = Path(out) if out else Path(results_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    suffix = " (scaled)" if df["scaled"].str.len().max() else ""
+    suffix = " (scaled)" if df["scaled"].str.len().max() or (meta.get("suite_config") or {}).get("scaled_from") else ""
     t1 = table1(df, read_paper(PAPER_TABLE1), sigmas)
     t2 = table2(df, read_paper(PAPER_TABLE2))
     t1.to_csv(out / "table1.csv", index=False)

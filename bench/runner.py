@@ -12,13 +12,18 @@ from bench.data import DeviceData, load_data
 from bench.diagnostics import probe
 from bench.memory import CATEGORIES, probe_training_memory
 from bench.results import ResultWriter
-from bench.suites import Cell, eval_steps, steps_per_epoch, sweep_settings
+from bench.suites import Cell, cell_cost, eval_steps, steps_per_epoch, sweep_settings
 from bench.timing import Clock, PeakMemory
 from methods import get_method
 
 MEMORY_COLUMNS = ["tensor_peak_bytes", *(f"mem_{c}_bytes" for c in CATEGORIES)]
 EVAL_BATCH = 1000  # images per inference batch; does not affect results
 DIAG_RUN = 10_000  # the diagnostics' noise seed is an inference run number no real run reaches
+# The progress bar counts work in forward network evaluations x images (the unit of --dry-run's cost
+# column), training and evaluation alike, so its ETA covers both; a training evaluation counts 3
+# (forward + backward, the usual 1 : 2 rule).
+TRAIN_WORK = 3
+BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} nfe [{elapsed}<{remaining}]"
 
 
 class SetupError(ValueError):
@@ -115,6 +120,7 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
     per_epoch = steps_per_epoch(cell, len(data.train))
     points = eval_steps(cell, len(data.train))
     steps = training_steps(method, optimizer, data.train, cell.config.batch_size)
+    step_work = TRAIN_WORK * cell_cost(cell, len(data.train), len(data.test))["train_nfe"] / points[-1]
     done = 0
     for point in points:
         bar.set_description(f"{cell.label()} epoch {-(-point // per_epoch)}/{cell.config.epochs}")
@@ -125,7 +131,7 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
             for _ in range(point - done):
                 for key, value in next(steps).items():
                     sums[key] = sums[key] + value if key in sums else value.clone()
-                bar.update(1)
+                bar.update(step_work)
         losses = {key: value.item() / (point - done) for key, value in sums.items()}  # the only host sync
         done = point
         peak = memory.peak_bytes() if device.type == "cuda" else tensors["tensor_peak_bytes"]
@@ -135,6 +141,7 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
                              f"stay in the CSV until a resume retries the cell. Try a lower learning rate (--set lr=...) or another seed.")
             return outcome
         final = point == points[-1]
+        bar.set_description(f"{cell.label()} evaluating")
         settings = [("default", cls.default_setting(cell.config))]
         settings += [("sweep", s) for s in sweep_settings(cell)] if final else []
         rows = []
@@ -142,11 +149,13 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
             for run in range(cell.inference_runs if method.stochastic else 1):
                 seed = _eval_seed(cell.seed, point, run)
                 acc, eval_time, nfe, classes = evaluate(method, data.test, k, solver, seed)
+                bar.update(cls.nfe_per_image(cell.config, k, solver) * len(data.test))
                 if kind == "default" and run == 0:
                     predicted_classes = classes
                 train_acc = None
                 if final and kind == "default" and cell.train_accuracy:
                     train_acc = evaluate(method, data.train, k, solver, seed)[0]
+                    bar.update(cls.nfe_per_image(cell.config, k, solver) * len(data.train))
                 rows.append({**base, "epoch": epoch, "step": point, "eval_setting": kind, "inference_steps": k,
                              "solver": solver, "inference_run": run, "nfe": nfe, "test_acc": acc,
                              "train_acc": train_acc, "eval_time_s": eval_time,
@@ -175,9 +184,14 @@ def load_cell_data(cell: Cell, device, data_dir=None) -> DeviceData:
     return load_data(cell.dataset, device, data_dir, cell.train_limit, cell.test_limit, cell.holdout)
 
 
-def total_steps(cells: list[Cell], sizes: dict) -> int:
-    return sum(cell.config.epochs * steps_per_epoch(cell, sizes[cell.data_key])
-               for cell in cells)
+def total_work(cells: list[Cell], datasets: dict) -> float:
+    """The progress bar's total: training and evaluation in forward evaluations x images (TRAIN_WORK)."""
+    total = 0.0
+    for cell in cells:
+        data = datasets[cell.data_key]
+        cost = cell_cost(cell, len(data.train), len(data.test))
+        total += TRAIN_WORK * cost["train_nfe"] + cost["eval_nfe"]
+    return total
 
 
 def run_cells(cells: list[Cell], options: RunOptions, writer: ResultWriter | None = None) -> list[CellOutcome]:
@@ -188,10 +202,9 @@ def run_cells(cells: list[Cell], options: RunOptions, writer: ResultWriter | Non
     for cell in cells:
         if cell.data_key not in datasets:
             datasets[cell.data_key] = load_cell_data(cell, options.device, options.data_dir)
-    sizes = {key: len(d.train) for key, d in datasets.items()}
     outcomes = []
-    with tqdm(total=total_steps(cells, sizes), unit="step", disable=None if options.progress is None
-              else not options.progress, dynamic_ncols=True) as bar:
+    with tqdm(total=total_work(cells, datasets), unit="nfe", unit_scale=True, disable=None if options.progress is None
+              else not options.progress, dynamic_ncols=True, bar_format=BAR) as bar:
         for cell in cells:
             outcome = run_cell(cell, datasets[cell.data_key], options, writer, bar)
             if writer is not None:

@@ -4,6 +4,7 @@ evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are
 
   description      one line for --list
   paper            true: the suite as written is the paper's protocol (section 8 of the reference)
+  scaled_from      how a suite departs from the paper by design (shown in the report and plot titles)
   methods, datasets, embeddings, seeds
   exclude          cells to leave out, e.g. [{method = "adjoint", embedding = "dim20"}]
   inference_runs   repeats of stochastic inference per evaluation setting (paper: 5)
@@ -30,7 +31,7 @@ from methods import METHODS, get_method
 from methods.embeddings import check_embedding
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
-SUITE_KEYS = {"description", "paper", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
+SUITE_KEYS = {"description", "paper", "scaled_from", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
               "train_limit", "test_limit", "holdout", "eval_points", "train_accuracy", "inference_steps", "solvers",
               "config", "grid"}
 EXCLUDE_KEYS = {"method", "dataset", "embedding", "seed"}
@@ -259,14 +260,15 @@ def sweep_settings(cell: Cell) -> list[tuple[int, str]]:
     return settings
 
 
-def cell_cost(cell: Cell) -> dict:
-    """What a cell will do, counted before any data is read: optimiser steps, evaluation points, and
-    network evaluations x images (forward passes of a block or of the CT network) for training and
-    for inference. A unit for comparing cells and planning, not a time."""
+def cell_cost(cell: Cell, n_train: int | None = None, n_test: int | None = None) -> dict:
+    """What a cell will do: optimiser steps, evaluation points, and network evaluations x images (forward
+    passes of a block or of the CT network) for training and for inference. Counted from the data set's
+    spec before any data is read, or from the loaded split sizes where given. A unit for comparing cells
+    and planning, not a time."""
     spec = get_spec(cell.dataset)
     n_pool = spec.n_train - (cell.holdout or 0)
-    n_train = min(n_pool, cell.train_limit or n_pool)
-    n_test = cell.holdout or min(spec.n_test, cell.test_limit or spec.n_test)
+    n_train = n_train or min(n_pool, cell.train_limit or n_pool)
+    n_test = n_test or cell.holdout or min(spec.n_test, cell.test_limit or spec.n_test)
     cls = get_method(cell.method)
     points = eval_steps(cell, n_train)
     runs = cell.inference_runs if cls.stochastic else 1

@@ -39,6 +39,28 @@ def test_tiny_run_writes_tidy_rows_and_metadata(tmp_path, capsys):
     assert cell["config"]["epochs"] == 2 and cell["train_limit"] == 200
     summary = capsys.readouterr().out
     assert "noprop-dt" in summary and "backprop" in summary and "test_acc" in summary
+    # the report is written at the end of every run and its path printed
+    assert f"report: {out / 'report' / 'report.md'}" in summary
+    assert (out / "report" / "accuracy_vs_time.png").is_file() and (out / "report" / "time_to_accuracy.csv").is_file()
+
+
+def test_the_default_run_is_a_small_figure_3(tmp_path, capsys):
+    """No arguments: at least 4 methods (DT, back-prop, CT, FM), 5+ evaluation points each, one-hot MNIST,
+    scaled by design and saying so."""
+    from bench.suites import eval_steps, expand, load_suite
+    assert run_bench.build_parser().parse_args([]).suite == run_bench.DEFAULT_SUITE
+    suite = load_suite(run_bench.DEFAULT_SUITE)
+    cells = expand(run_bench.DEFAULT_SUITE, suite)
+    assert {"noprop-dt", "backprop", "noprop-ct", "noprop-fm"} <= {c.method for c in cells}
+    assert all(len(eval_steps(c, c.train_limit)) >= 5 for c in cells)
+    assert {c.dataset for c in cells} == {"mnist"} and {c.embedding for c in cells} == {"one-hot"}
+    assert "MNIST subset" in suite["scaled_from"]
+    # the same suite on digits, tiny, end to end: its report says it is scaled by design
+    out = tmp_path / "r"
+    assert run(["--datasets", "digits", "--train-limit", "100", "--test-limit", "50", "--set", "epochs=1",
+                "--set", "timesteps=2", "--no-progress", "--out", out]) == 0
+    md = (out / "report" / "report.md").read_text()
+    assert "**Scaled by design** (suite fig3-small)" in md and "## Time to accuracy" in md
 
 
 def test_same_seed_twice_gives_identical_rows(tmp_path):
@@ -60,17 +82,17 @@ def test_another_seed_gives_other_rows(tmp_path):
 def test_default_suite_runs_on_real_mnist(tmp_path):
     """The README's main command, on a tiny subset: real MNIST is fetched (offline source) and used."""
     out = tmp_path / "q"
-    assert run(["--train-limit", "256", "--test-limit", "100", "--no-progress", "--out", out]) == 0
+    assert run(["--train-limit", "256", "--test-limit", "100", "--epochs", "1", "--no-progress", "--out", out]) == 0
     df = pd.read_csv(out / "results.csv")
-    assert set(df["dataset"]) == {"mnist"} and set(df["n_train"]) == {256} and set(df["suite"]) == {"quick"}
+    assert set(df["dataset"]) == {"mnist"} and set(df["n_train"]) == {256} and set(df["suite"]) == {"fig3-small"}
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "dfa"], "unknown method 'dfa'; valid methods: " + ", ".join(METHODS)),
-    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, memory, pace, paper-fig3, paper-table1, paper-table2, quick, steps"),
+    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, fig3-small, memory, pace, paper-fig3, paper-table1, paper-table2, quick, steps"),
     (["--embeddings", "dim=20"], "unknown embedding 'dim=20'; valid embeddings: one-hot, dim20, prototype"),
     (["--datasets", "svhn"], "unknown data set 'svhn'; valid data sets: mnist"),
-    (["--set", "learning_rate=1"], "unknown config key 'learning_rate' for methods noprop-dt, backprop; valid keys: a_init,"),
+    (["--set", "learning_rate=1"], "unknown config key 'learning_rate' for methods noprop-dt, backprop, noprop-ct, noprop-fm, adjoint; valid keys: a_init,"),
     (["--set", "lr=-1"], "config 'lr' must be > 0, got -1"),
     (["--set", "lr=abc"], "config 'lr' expects a number (float), got 'abc'"),
     (["--set", "epochs=1.5"], "config 'epochs' expects an integer (int), got 1.5"),

@@ -88,3 +88,36 @@ def test_inference(benchmark, name):
     scores = benchmark.pedantic(infer, rounds=5, warmup_rounds=1)
     assert scores.shape == (256, SPEC.num_classes)
     record(benchmark, name, 256, method.last_nfe)
+
+
+class RecordingBar:
+    def __init__(self):
+        self.updates, self.descriptions = [], []
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def set_description(self, text):
+        self.descriptions.append(text)
+
+
+@pytest.mark.parametrize("method,extra", [("noprop-dt", {"timesteps": 2}), ("noprop-fm", {"timesteps": 4})])
+def test_the_progress_bar_counts_evaluation_and_ends_exactly_at_its_total(method, extra):
+    """The ETA is honest only if evaluation is in the total: the updates of a cell (training steps and
+    every evaluation, sweeps and train accuracy included) sum to the cell's share of the total."""
+    from bench.runner import RunOptions, load_cell_data, run_cell, total_work
+    from bench.suites import expand, load_suite
+    suite = load_suite("quick") | {"methods": [method], "datasets": ["digits"], "train_limit": 200,
+                                   "test_limit": 100, "eval_points": 3, "inference_runs": 2, "train_accuracy": True,
+                                   "inference_steps": [2]}
+    (cell,) = expand("quick", suite, {**extra, "epochs": 2})
+    data = load_cell_data(cell, torch.device("cpu"))
+    bar = RecordingBar()
+    run_cell(cell, data, RunOptions(torch.device("cpu"), diagnostics=False, memory_probe=False), None, bar)
+    from bench.runner import TRAIN_WORK
+    from bench.suites import cell_cost
+    cost = cell_cost(cell, len(data.train), len(data.test))
+    assert total_work([cell], {cell.data_key: data}) == TRAIN_WORK * cost["train_nfe"] + cost["eval_nfe"]
+    assert cost["eval_nfe"] > 0
+    assert sum(bar.updates) == pytest.approx(TRAIN_WORK * cost["train_nfe"] + cost["eval_nfe"])
+    assert any("evaluating" in d for d in bar.descriptions)
