@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "methods at these step counts, e.g. 2,5,10,20,50,100")
     p.add_argument("--solvers", type=_csv, help="after the last epoch, also evaluate with these solvers "
                                                 "(ancestral, euler, midpoint, heun2, rk4)")
+    p.add_argument("--precision", type=_csv, help="fp32 (strict), tf32 (CUDA) or bf16 (autocast, fp32 master "
+                                                  "weights), or a list: one cell per precision, side by side "
+                                                  "(default: the suite's, else fp32)")
     p.add_argument("--eval-points", type=_positive, help="evaluate at this many evenly spaced points of "
                                                          "training (default: the suite's, else every epoch)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
@@ -134,7 +137,7 @@ def list_everything() -> str:
 
 # Overrides that change what a suite measures (rather than which of its cells run): the outputs of
 # a run with any of these say "scaled", with the reasons, in every row, the metadata and the report.
-SCALING = ("seeds", "train_limit", "test_limit", "holdout", "inference_runs", "eval_points")
+SCALING = ("seeds", "train_limit", "test_limit", "holdout", "inference_runs", "eval_points", "precision")
 
 
 def suite_with_overrides(args) -> tuple[dict, dict, tuple[str, ...]]:
@@ -147,13 +150,15 @@ def suite_with_overrides(args) -> tuple[dict, dict, tuple[str, ...]]:
     if args.methods:
         suite["methods"] = list(METHODS) if args.methods == ["all"] else args.methods
     for key in ("datasets", "embeddings", "seeds", "inference_steps", "solvers",
-                "train_limit", "test_limit", "holdout", "inference_runs", "eval_points"):
+                "train_limit", "test_limit", "holdout", "inference_runs", "eval_points", "precision"):
         value = getattr(args, key)
         if value is None or value == []:
             continue
-        if key in SCALING and value != suite.get(key):
+        was = suite.get(key, "fp32" if key == "precision" else None)
+        if key == "precision" and isinstance(was, str):
+            was = [was]
+        if key in SCALING and value != was:
             shown = ",".join(map(str, value)) if isinstance(value, list) else value
-            was = suite.get(key)
             was = ",".join(map(str, was)) if isinstance(was, list) else ("none" if was is None else was)
             scaled.append(f"{key.replace('_', '-')} {shown} (suite: {was})")
         suite[key] = value
@@ -183,7 +188,7 @@ def summary_table(out_dir: Path) -> str:
     if df.empty:
         return "no finished cells"
     last = df[df["step"] == df.groupby("cell_id")["step"].transform("max")]
-    keys = ["method", "dataset", "embedding", "inference_steps", "solver"]
+    keys = ["method", "dataset", "embedding", "precision", "inference_steps", "solver"]
     g = last.groupby(keys, sort=False)
     table = pd.DataFrame({
         "epochs": g["epoch"].max(),
@@ -210,6 +215,7 @@ def dry_run(cells, writer_dir: Path | None) -> str:
     for c in cells:
         cfg = c.config
         rows.append({"method": c.method, "dataset": c.dataset, "embedding": c.embedding, "seed": c.seed,
+                     "precision": c.precision,
                      "epochs": cfg.epochs, "batch": cfg.batch_size, "optim": cfg.optimizer, "lr": cfg.lr,
                      "wd": cfg.weight_decay, "T": cfg.timesteps, "eta": getattr(cfg, "eta", None),
                      "runs": c.inference_runs, **cell_cost(c),
@@ -236,6 +242,8 @@ def run(argv: list[str]) -> int:
     from bench.data import DataError
     from bench.results import ResultWriter, run_metadata
     from bench.runner import RunOptions, SetupError, resolve_device, run_cells
+    from bench.flops import ROOF_N, roof
+    from bench.precision import check_precision
     from bench.suites import expand, load_suite
     import torch
 
@@ -254,6 +262,10 @@ def run(argv: list[str]) -> int:
             return 0
         # with Ray, the device is chosen on each worker; the driver needs none
         device = resolve_device(args.device) if args.executor == "local" else torch.device("cpu")
+        precisions = sorted({c.precision for c in cells})
+        if args.executor == "local":
+            for p in precisions:
+                check_precision(p, device)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = args.out or PROJECT_ROOT / "results" / "runs" / f"{args.suite}-{stamp}"
         writer = ResultWriter(out, fresh=args.fresh)
@@ -272,6 +284,9 @@ def run(argv: list[str]) -> int:
         meta["device"] = {"type": "ray", "requested": args.device, "address": args.ray_address,
                           "cpus_per_task": args.ray_cpus_per_task}
     meta["executor"] = args.executor
+    if args.executor == "local" and todo:  # measured once, before any cell: every row repeats its value
+        meta["roof_gflops"] = {p: roof(device, p) for p in precisions}
+        meta["roof"] = f"{ROOF_N}^3 matrix product per precision (bench/flops.py), GFLOP/s"
     meta.update(suite=args.suite, paper_protocol=bool(load_suite(args.suite).get("paper")) and not scaled,
                 scaled=list(scaled), suite_config=suite, config_overrides=settings, data_dir=args.data_dir,
                 cells={**(previous or {}).get("cells", {}), **{c.id: c.as_dict() for c in cells}},

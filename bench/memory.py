@@ -27,6 +27,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from bench.step import train_step
+
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations")
 PROBE_STEPS = 1  # measured steps per stage, after one warm-up step per stage (every step after the
                  # first of its stage allocates the same tensors)
@@ -89,7 +91,8 @@ def _optimizer_state(optimizer) -> list[torch.Tensor]:
     return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
 
 
-def probe_training_memory(method, optimizer, split, batch_size: int, steps: int = PROBE_STEPS) -> dict[str, int]:
+def probe_training_memory(method, optimizer, split, batch_size: int, steps: int = PROBE_STEPS,
+                          precision: str = "fp32") -> dict[str, int]:
     """Peak tensor bytes (and its split) of `steps` training steps per stage, in steady state.
 
     Steady state: one warm-up step per stage first, so every optimiser state exists (as after the
@@ -101,11 +104,7 @@ def probe_training_memory(method, optimizer, split, batch_size: int, steps: int 
     model.train()
 
     def step(stage, batches):
-        x, y = next(batches)
-        opt.zero_grad(set_to_none=True)
-        loss, _ = model.loss(x, y, stage)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, *next(batches), stage, precision)
 
     def forever():
         while True:

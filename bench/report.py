@@ -11,6 +11,7 @@ Writes into RESULTS_DIR/report/ (or --out):
                          per-t accuracy of the continuous-time denoisers (z ~ q and z = 0), per-block
                          accuracy of the discrete methods, and predicted classes against training steps
   table1.csv, table2.csv our aggregates next to the paper's values
+  efficiency.csv         model FLOPs per step, achieved FLOP/s and its fraction of the matmul roof
   time_to_accuracy.csv   training seconds to reach each accuracy target, per method (bench/time_to_accuracy.py)
   report.md              all of the above in one page, with every disagreement flagged
 
@@ -72,6 +73,8 @@ def load_results(results_dir: Path) -> tuple[pd.DataFrame, dict]:
     df["scaled"] = df["scaled"].fillna("")
     # rows from before --holdout have no split: they are test accuracies
     df["eval_split"] = df["eval_split"].astype(object).fillna("test") if "eval_split" in df else "test"
+    # rows from before --precision ran strict float32 (the only mode there was)
+    df["precision"] = df["precision"].astype(object).fillna("fp32") if "precision" in df else "fp32"
     return df, meta
 
 
@@ -94,11 +97,11 @@ def table1(df: pd.DataFrame, paper: pd.DataFrame, sigmas: float) -> pd.DataFrame
     long = pd.concat([last.assign(split=split, acc=last["test_acc"]),
                       last.assign(split="train", acc=last["train_acc"])])
     long = long.dropna(subset=["acc"])
-    keys = ["method", "embedding", "dataset", "split"]
+    keys = ["method", "embedding", "dataset", "split", "precision"]
     ours = long.groupby(keys)["acc"].apply(_mean_se).unstack().reset_index()
     scaled = long.groupby(keys)["scaled"].agg(lambda s: bool(s.str.len().max())).rename("scaled").reset_index()
     out = ours.merge(scaled, on=keys).merge(paper.rename(columns={"mean": "paper", "se": "paper_se"}),
-                                            on=keys, how="left")
+                                            on=keys[:4], how="left")
     out["diff"] = out["mean"] - out["paper"]
     out["combined_se"] = np.sqrt(out["se"].fillna(0) ** 2 + out["paper_se"] ** 2)
     out["flag"] = out["diff"].abs() > sigmas * out["combined_se"]
@@ -166,9 +169,41 @@ def _paper_order(col: pd.Series) -> pd.Series:
 def _curves(df: pd.DataFrame) -> pd.DataFrame:
     """Per method x data set x evaluation point: mean time, mean accuracy and its standard error."""
     d = df[(df["eval_setting"] == "default") & (df["embedding"] == "one-hot")]
+    d = d.assign(method=_with_precision(d))
     g = d.groupby(["dataset", "method", "step"])
     return pd.DataFrame({"time": g["cum_train_time_s"].mean(), "acc": g["test_acc"].mean(),
                          "se": g["test_acc"].sem().fillna(0), "n": g["test_acc"].size()}).reset_index()
+
+
+def _with_precision(d: pd.DataFrame) -> pd.Series:
+    """Method names, with the precision appended where the rows hold more than one ("noprop-dt [bf16]")."""
+    if d["precision"].nunique() <= 1:
+        return d["method"]
+    return d["method"] + " [" + d["precision"] + "]"
+
+
+def precision_note(df: pd.DataFrame) -> str:
+    """For plot titles: the precision of every row, when they share one."""
+    values = sorted(df["precision"].unique())
+    return f" [{values[0]}]" if len(values) == 1 else ""
+
+
+def efficiency(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method x data set x precision: model FLOPs per training step, the training FLOP/s achieved
+    over all intervals (total FLOPs / total training time), its fraction of the run's matmul roof, and
+    the mean evaluation FLOP/s. Empty for results from before FLOP counting."""
+    need = ["train_flops_per_step", "train_gflops_per_s", "roof_gflops"]
+    if any(c not in df for c in need) or df["train_gflops_per_s"].isna().all():
+        return pd.DataFrame()
+    d = df[(df["eval_setting"] == "default") & (df["inference_run"] == 0)].dropna(subset=need)
+    d = d.assign(gflop=d["train_gflops_per_s"] * d["train_time_s"])
+    g = d.groupby(["method", "dataset", "precision"])
+    out = pd.DataFrame({"cells": g["cell_id"].nunique(), "train_gflop_per_step": g["train_flops_per_step"].mean() / 1e9,
+                        "train_s": g["train_time_s"].sum(), "gflop": g["gflop"].sum(),
+                        "eval_gflops_per_s": g["eval_gflops_per_s"].mean(), "roof_gflops": g["roof_gflops"].mean()})
+    out["train_gflops_per_s"] = out.pop("gflop") / out["train_s"]
+    out["roof_fraction"] = out["train_gflops_per_s"] / out["roof_gflops"]
+    return out.reset_index().sort_values(["dataset", "method", "precision"], key=_paper_order).reset_index(drop=True)
 
 
 def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str, tta: pd.DataFrame | None = None) -> bool:
@@ -190,7 +225,8 @@ def plot_accuracy_vs_time(df: pd.DataFrame, path: Path, suffix: str, tta: pd.Dat
             ax.fill_between(c["time"], c["acc"] - c["se"], c["acc"] + c["se"], alpha=0.25, color=palette[method])
         if tta is not None:
             _mark_targets(ax, tta[(tta["dataset"] == dataset) & (tta["embedding"] == "one-hot")], palette)
-        ax.set(title=f"{dataset}{suffix}", xlabel="cumulative training time (s)", ylabel="test accuracy (%)")
+        ax.set(title=f"{dataset}{suffix}{precision_note(df)}", xlabel="cumulative training time (s)",
+               ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(title="one-hot", fontsize=8)
     fig.tight_layout()
@@ -205,11 +241,12 @@ def _mark_targets(ax, tta: pd.DataFrame, palette: dict) -> None:
         ax.text(1.0, target, f" {target:g}%", transform=ax.get_yaxis_transform(), fontsize=6, va="center",
                 color="grey")
     for r in tta[tta["reached"] > 0].itertuples():
-        if r.method not in palette:
+        name = r.method if r.method in palette else f"{r.method} [{r.precision}]"  # as _with_precision
+        if name not in palette:
             continue
         err = [[r.time_mean_s - r.time_min_s], [r.time_max_s - r.time_mean_s]]
         ax.errorbar(r.time_mean_s, r.target, xerr=err, fmt="*", ms=9, mec="black", mew=0.5, capsize=2,
-                    color=palette[r.method], zorder=5)
+                    color=palette[name], zorder=5)
 
 
 def plot_accuracy_vs_steps(df: pd.DataFrame, path: Path, suffix: str) -> bool:
@@ -381,14 +418,29 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None
               f"Mean ± standard error over seeds × inference runs at the end of training (n values), with the "
               f"default inference setting of each method. **Flagged** (⚠) where |ours − paper| > {sigmas:g} × "
               f"√(se_ours² + se_paper²). Rows marked *scaled* did not run the paper's protocol.", "",
-              "| data set | split | method | embedding | n | ours | paper | diff | |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| data set | split | method | embedding | precision | n | ours | paper | diff | |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in t1.itertuples():
         flag = "⚠" if r.flag else ""
         note = " *scaled*" if r.scaled else ""
-        lines.append(f"| {r.dataset} | {r.split} | {r.method} | {r.embedding} | {int(r.n)} | "
+        lines.append(f"| {r.dataset} | {r.split} | {r.method} | {r.embedding} | {r.precision} | {int(r.n)} | "
                      f"{_fmt(r.mean, r.se)}{note} | {_fmt(r.paper, r.paper_se)} | "
                      f"{'-' if pd.isna(r.diff) else f'{r.diff:+.2f}'} | {flag} |")
+    eff = efficiency(df)
+    if not eff.empty:
+        roofs = ", ".join(f"{k} {v:.1f}" for k, v in (meta.get("roof_gflops") or {}).items())
+        lines += ["", "## Efficiency: achieved FLOP/s against the device's roof", "",
+                  "Model FLOPs (matrix products and convolutions, torch.utils.flop_counter) of one training step, "
+                  "counted once per cell outside the clock and averaged over its stages; training GFLOP/s = those "
+                  "FLOPs x steps / training seconds over every interval; roof = a 2048³ matrix product in the "
+                  f"cell's precision on the same device, measured once per run ({roofs or 'see roof_gflops'} "
+                  "GFLOP/s); evaluation GFLOP/s is the mean over evaluation points of the default setting.", "",
+                  "| data set | method | precision | cells | GFLOP / step | train GFLOP/s | of roof | eval GFLOP/s | roof |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in eff.itertuples():
+            lines.append(f"| {r.dataset} | {r.method} | {r.precision} | {r.cells} | {r.train_gflop_per_step:.3f} | "
+                         f"{r.train_gflops_per_s:.1f} | {100 * r.roof_fraction:.0f} % | {r.eval_gflops_per_s:.1f} | "
+                         f"{r.roof_gflops:.1f} |")
     table = time_to_accuracy.markdown(tta) if tta is not None else None
     if table:
         lines += ["", "## Time to accuracy", "",
@@ -466,6 +518,7 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
     t2 = table2(df, read_paper(PAPER_TABLE2))
     t1.to_csv(out / "table1.csv", index=False)
     t2.to_csv(out / "table2.csv", index=False)
+    efficiency(df).to_csv(out / "efficiency.csv", index=False)
     tta = time_to_accuracy.summary(time_to_accuracy.per_cell(df))
     tta.to_csv(out / "time_to_accuracy.csv", index=False)
     figures = {

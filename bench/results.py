@@ -24,10 +24,12 @@ COLUMNS = [
     "train_loss", "loss_ce", "loss_kl", "loss_mse", "train_time_s", "cum_train_time_s",
     "peak_mem_bytes", "mem_kind", "tensor_peak_bytes", "mem_parameters_bytes", "mem_gradients_bytes",
     "mem_optimizer_state_bytes", "mem_activations_bytes", "n_train", "n_test", "eval_split", "params_trainable",
-    "device", "host", "scaled",
+    "device", "host", "scaled", "precision", "train_flops_per_step", "train_gflops_per_s", "eval_gflops_per_s",
+    "roof_gflops",
 ]
 # Columns that differ between two identical runs (the determinism tests ignore exactly these).
-TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes"]
+TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes", "train_gflops_per_s",
+                  "eval_gflops_per_s", "roof_gflops"]
 HOST_COLUMNS = ["host"]
 PACKAGES = ["torch", "torchvision", "torchdiffeq", "numpy", "pandas", "seaborn", "scikit-learn", "tqdm"]
 

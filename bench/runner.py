@@ -10,7 +10,10 @@ from tqdm.auto import tqdm
 
 from bench.data import DeviceData, load_data
 from bench.diagnostics import probe
+from bench.flops import count_inference_flops, count_training_flops, roof
 from bench.memory import CATEGORIES, probe_training_memory
+from bench.precision import autocast, check_precision, fast_layout, matmul_mode
+from bench.step import train_step
 from bench.results import ResultWriter
 from bench.suites import Cell, cell_cost, eval_steps, steps_per_epoch, sweep_settings
 from bench.timing import Clock, PeakMemory
@@ -63,7 +66,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int | None, int]:
+def evaluate(method, split, steps, solver, seed: int, precision: str = "fp32") -> tuple[float, float, int | None, int]:
     """Test accuracy (%) of one inference run, its synchronised wall time, NFE per image, and how many
     distinct classes it predicted.
 
@@ -79,47 +82,56 @@ def evaluate(method, split, steps, solver, seed: int) -> tuple[float, float, int
             correct = torch.zeros((), dtype=torch.long, device=device)
             predicted = torch.zeros(method.spec.num_classes, dtype=torch.bool, device=device)
             for x, y in split.batches(EVAL_BATCH, shuffle=False):
-                guess = method.predict(x, steps=steps, solver=solver).argmax(1)
+                with autocast(precision, device):
+                    guess = method.predict(x, steps=steps, solver=solver).argmax(1)
                 correct += (guess == y).sum()
                 predicted[guess] = True
             acc = 100.0 * correct.item() / len(split)
     return acc, clock.last, method.last_nfe, int(predicted.sum().item())
 
 
-def training_steps(method, optimizer, split, batch_size: int):
+def training_steps(method, optimizer, split, batch_size: int, precision: str = "fp32"):
     """Optimiser steps forever: epoch after epoch, every stage of the method a shuffled pass each.
     Yields each step's detached loss terms; the caller decides where to stop and evaluate."""
     while True:
         for stage in method.stages():
             for x, y in split.batches(batch_size, shuffle=True):
-                optimizer.zero_grad(set_to_none=True)
-                loss, terms = method.loss(x, y, stage)
-                loss.backward()
-                optimizer.step()
+                loss, terms = train_step(method, optimizer, x, y, stage, precision)
                 yield {"loss": loss.detach(), **terms}
 
 
 def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWriter | None, bar) -> CellOutcome:
     """Train one cell, evaluating at its evaluation points with the clock stopped; rows are appended
     (and fsynced) at every point, so a killed run keeps what it finished."""
-    device = options.device
+    check_precision(cell.precision, options.device)
+    with matmul_mode(cell.precision, options.device):
+        return _run_cell(cell, data, options, writer, bar)
+
+
+def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWriter | None, bar) -> CellOutcome:
+    device, precision = options.device, cell.precision
     torch.manual_seed(cell.seed)
     cls = get_method(cell.method)
-    method = cls(data.spec, cell.config, device, train=data.train)
+    method = fast_layout(cls(data.spec, cell.config, device, train=data.train))
     optimizer = method.make_optimizer()
     clock, memory = Clock(device), PeakMemory(device)
     outcome = CellOutcome(cell)
-    tensors = (probe_training_memory(method, optimizer, data.train, cell.config.batch_size)
+    tensors = (probe_training_memory(method, optimizer, data.train, cell.config.batch_size, precision=precision)
                if options.memory_probe else dict.fromkeys(MEMORY_COLUMNS))
+    # model FLOPs, counted outside the clock: one step per stage, and per image of each inference setting
+    step_flops = count_training_flops(method, optimizer, data.train, cell.config.batch_size, precision)
+    image_flops: dict[tuple, float] = {}
+    roof_gflops = roof(device, precision)
     mem_kind = memory.kind if device.type == "cuda" else ("tensor_peak" if options.memory_probe else None)
     base = {"suite": cell.suite, "cell_id": cell.id, "method": cell.method, "dataset": cell.dataset,
             "embedding": cell.embedding, "seed": cell.seed, "n_train": len(data.train),
             "n_test": len(data.test), "eval_split": cell.eval_split, "params_trainable": method.param_counts()["params_trainable"],
             "device": str(device), "host": platform.node(), "mem_kind": mem_kind,
-            "scaled": "; ".join(cell.scaled), **tensors}
+            "scaled": "; ".join(cell.scaled), **tensors, "precision": precision,
+            "train_flops_per_step": step_flops, "roof_gflops": roof_gflops}
     per_epoch = steps_per_epoch(cell, len(data.train))
     points = eval_steps(cell, len(data.train))
-    steps = training_steps(method, optimizer, data.train, cell.config.batch_size)
+    steps = training_steps(method, optimizer, data.train, cell.config.batch_size, precision)
     step_work = TRAIN_WORK * cell_cost(cell, len(data.train), len(data.test))["train_nfe"] / points[-1]
     done = 0
     for point in points:
@@ -133,6 +145,7 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
                     sums[key] = sums[key] + value if key in sums else value.clone()
                 bar.update(step_work)
         losses = {key: value.item() / (point - done) for key, value in sums.items()}  # the only host sync
+        train_gflops = (point - done) * step_flops / clock.last / 1e9
         done = point
         peak = memory.peak_bytes() if device.type == "cuda" else tensors["tensor_peak_bytes"]
         epoch = point // per_epoch if point % per_epoch == 0 else round(point / per_epoch, 4)
@@ -148,13 +161,15 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
         for kind, (k, solver) in settings:
             for run in range(cell.inference_runs if method.stochastic else 1):
                 seed = _eval_seed(cell.seed, point, run)
-                acc, eval_time, nfe, classes = evaluate(method, data.test, k, solver, seed)
+                acc, eval_time, nfe, classes = evaluate(method, data.test, k, solver, seed, precision)
+                if (k, solver) not in image_flops:
+                    image_flops[k, solver] = count_inference_flops(method, data.test, k, solver, precision)
                 bar.update(cls.nfe_per_image(cell.config, k, solver) * len(data.test))
                 if kind == "default" and run == 0:
                     predicted_classes = classes
                 train_acc = None
                 if final and kind == "default" and cell.train_accuracy:
-                    train_acc = evaluate(method, data.train, k, solver, seed)[0]
+                    train_acc = evaluate(method, data.train, k, solver, seed, precision)[0]
                     bar.update(cls.nfe_per_image(cell.config, k, solver) * len(data.train))
                 rows.append({**base, "epoch": epoch, "step": point, "eval_setting": kind, "inference_steps": k,
                              "solver": solver, "inference_run": run, "nfe": nfe, "test_acc": acc,
@@ -162,18 +177,24 @@ def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWr
                              "train_loss": losses["loss"], "loss_ce": losses.get("ce"),
                              "loss_kl": losses.get("kl"), "loss_mse": losses.get("mse"),
                              "train_time_s": clock.last, "cum_train_time_s": clock.total,
-                             "peak_mem_bytes": peak})
+                             "peak_mem_bytes": peak, "train_gflops_per_s": train_gflops,
+                             "eval_gflops_per_s": image_flops[k, solver] * len(data.test) / eval_time / 1e9})
         diagnostics = []
         if options.diagnostics:
             where = {"cell_id": cell.id, "method": cell.method, "dataset": cell.dataset, "embedding": cell.embedding,
                      "seed": cell.seed, "epoch": epoch, "step": point}
             diagnostics = [{**where, "diagnostic": "pred_classes", "value": predicted_classes, "n": len(data.test)},
-                           *probe(method, data.test, _eval_seed(cell.seed, point, DIAG_RUN), where)]
+                           *_autocast_probe(method, data.test, _eval_seed(cell.seed, point, DIAG_RUN), where, precision)]
         if writer is not None:
             writer.append(rows, diagnostics)
         outcome.rows.extend(rows)
         outcome.diagnostics.extend(diagnostics)
     return outcome
+
+
+def _autocast_probe(method, split, seed, where, precision):
+    with autocast(precision, split.labels.device):
+        return probe(method, split, seed, where)
 
 
 def _eval_seed(seed: int, step: int, run: int) -> int:

@@ -14,6 +14,8 @@ evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are
   train_accuracy   also measure accuracy on the training split at the end (Table 1's train columns)
   inference_steps, solvers  after the last evaluation point, also evaluate these settings
   [config]         method config overrides for every cell; [config.METHOD] for one method
+  precision        fp32 (default), tf32 (CUDA) or bf16, or a list of them: one cell per precision
+                   (bench/precision.py); part of the cell id, so a resume never mixes them
   [grid]           config keys swept over lists of values, one cell per combination (applied after
                    [config]); [grid.METHOD] for one method, e.g. [grid.adjoint] timesteps = [10, 100]
 """
@@ -27,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.data import get_spec
+from bench.precision import check_precision
 from methods import METHODS, get_method
 from methods.embeddings import check_embedding
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_KEYS = {"description", "paper", "scaled_from", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
               "train_limit", "test_limit", "holdout", "eval_points", "train_accuracy", "inference_steps", "solvers",
-              "config", "grid"}
+              "config", "grid", "precision"}
 EXCLUDE_KEYS = {"method", "dataset", "embedding", "seed"}
 
 
@@ -53,6 +56,7 @@ class Cell:
     train_accuracy: bool = False
     scaled: tuple[str, ...] = ()           # how the run departs from the suite as written ('' = it does not)
     holdout: int | None = None             # evaluate on this many held-out training images, not the test set
+    precision: str = "fp32"                # bench/precision.py: fp32, tf32 or bf16
 
     @property
     def data_key(self) -> tuple:
@@ -73,7 +77,8 @@ class Cell:
                 "inference_runs": self.inference_runs, "inference_steps": list(self.inference_steps),
                 "solvers": list(self.solvers), "eval_points": self.eval_points,
                 "train_accuracy": self.train_accuracy, "config": dataclasses.asdict(self.config),
-                "scaled": list(self.scaled), **({"holdout": self.holdout} if self.holdout else {})}
+                "scaled": list(self.scaled), "precision": self.precision,
+                **({"holdout": self.holdout} if self.holdout else {})}
 
     @property
     def id(self) -> str:
@@ -82,7 +87,8 @@ class Cell:
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.method}/{self.dataset}/{self.embedding}/seed{self.seed}"
+        tail = "" if self.precision == "fp32" else f"/{self.precision}"
+        return f"{self.method}/{self.dataset}/{self.embedding}/seed{self.seed}{tail}"
 
 
 def available_suites() -> dict[str, Path]:
@@ -139,6 +145,10 @@ def expand(name: str, suite: dict, overrides: dict | None = None, scaled: tuple[
             raise ValueError(f"suite '{name}': bad exclude entry {rule!r}; an entry is a table with some of "
                              f"the keys {', '.join(sorted(EXCLUDE_KEYS))}")
     steps, solvers = tuple(suite.get("inference_steps", ())), tuple(suite.get("solvers", ()))
+    precisions = suite.get("precision", "fp32")
+    precisions = [precisions] if isinstance(precisions, str) else list(precisions)
+    for p in precisions or [None]:
+        check_precision(p)
     classes = [get_method(m) for m in suite["methods"]]
     check_sweep(steps, solvers, classes)
     config = suite.get("config", {})
@@ -155,7 +165,7 @@ def expand(name: str, suite: dict, overrides: dict | None = None, scaled: tuple[
             # the command line (--set) still wins over the grid, as over [config]
             values = {**common, **config.get(cls.name, {}), **combo, **unscoped, **scoped.get(cls.name, {})}
             cells += _method_cells(name, suite, cls, values, exclude, limits, runs, steps, solvers, eval_points,
-                                   train_accuracy, scaled)
+                                   train_accuracy, scaled, precisions)
     if not cells:
         raise ValueError(f"suite '{name}': every cell is excluded; nothing to run")
     return list({cell.id: cell for cell in cells}.values())  # a --set that pins a grid key merges its cells
@@ -183,7 +193,7 @@ def _grid(name: str, grid: dict, classes: list) -> dict[str, list[dict]]:
 
 
 def _method_cells(name, suite, cls, values, exclude, limits, runs, steps, solvers, eval_points, train_accuracy,
-                  scaled) -> list[Cell]:
+                  scaled, precisions) -> list[Cell]:
     cells = []
     for dataset in suite["datasets"]:
         for embedding in suite["embeddings"]:
@@ -191,9 +201,10 @@ def _method_cells(name, suite, cls, values, exclude, limits, runs, steps, solver
             for seed in suite["seeds"]:
                 if _excluded(exclude, method=cls.name, dataset=dataset, embedding=embedding, seed=seed):
                     continue
-                cells.append(Cell(name, cls.name, dataset, int(seed), cfg, limits["train_limit"],
-                                  limits["test_limit"], runs, steps, solvers, eval_points, train_accuracy,
-                                  tuple(scaled), limits["holdout"]))
+                # precision innermost: a cell's fp32 and bf16 runs are neighbours, timed side by side
+                cells += [Cell(name, cls.name, dataset, int(seed), cfg, limits["train_limit"], limits["test_limit"],
+                               runs, steps, solvers, eval_points, train_accuracy, tuple(scaled), limits["holdout"],
+                               precision) for precision in precisions]
     return cells
 
 

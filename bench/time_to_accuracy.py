@@ -18,7 +18,7 @@ TARGETS = {
     "cifar100": (20.0, 30.0, 40.0, 50.0),
     "digits": (80.0, 90.0, 95.0),
 }
-KEYS = ["method", "dataset", "embedding", "split"]
+KEYS = ["method", "dataset", "embedding", "split", "precision"]
 
 
 def points(df: pd.DataFrame) -> pd.DataFrame:
@@ -69,11 +69,13 @@ def markdown(table: pd.DataFrame) -> str | None:
     lines = []
     for dataset, d in table.groupby("dataset", sort=False):
         targets = sorted(d["target"].unique())
-        lines += [f"| {dataset}: method | embedding | split | " + " | ".join(f"≥ {t:g} %" for t in targets) + " |",
-                  "|---|---|---|" + "---|" * len(targets)]
-        for (method, embedding, split), r in d.groupby(["method", "embedding", "split"], sort=False):
+        lines += [f"| {dataset}: method | embedding | split | precision | "
+                  + " | ".join(f"≥ {t:g} %" for t in targets) + " |", "|---|---|---|---|" + "---|" * len(targets)]
+        for (method, embedding, split, precision), r in d.groupby(["method", "embedding", "split", "precision"],
+                                                                   sort=False):
             r = r.set_index("target")
-            lines.append(f"| {method} | {embedding} | {split} | " + " | ".join(_cell(r.loc[t]) for t in targets) + " |")
+            lines.append(f"| {method} | {embedding} | {split} | {precision} | "
+                         + " | ".join(_cell(r.loc[t]) for t in targets) + " |")
         lines.append("")
     return "\n".join(lines)
 

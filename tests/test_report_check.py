@@ -63,7 +63,7 @@ def test_report_writes_plots_tables_and_flags(tmp_path, capsys):
     assert {"report.md", "table1.csv", "table2.csv", "accuracy_vs_time.png", "memory.png"} <= {
         p.name for p in report.iterdir()}
     text = (report / "report.md").read_text()
-    assert "| mnist | test | noprop-dt | one-hot | 15 | 97.12 ± 0.02 | 99.47 ± 0.05 | -2.35 | ⚠ |" in text
+    assert "| mnist | test | noprop-dt | one-hot | fp32 | 15 | 97.12 ± 0.02 | 99.47 ± 0.05 | -2.35 | ⚠ |" in text
     # no tensor probe in these rows (they predate it): only the CUDA peak against the paper's GB
     assert "| mnist | noprop-dt | 10 | 3 | - | - | - | - | - | - | 0.49 | 0.56 | 2.00 | 4.08 |" in text
     assert "accuracy_vs_steps.png: not drawn (no inference-step sweep" in text

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from bench.data import DATASETS
-from methods import METHODS
+from bench.precision import autocast, fast_layout
+from bench.step import train_step
+from methods import BUILTIN as METHODS
 
 BATCH = 128
 STEPS = int(os.environ.get("NOPROP_BENCH_STEPS", "20"))
@@ -30,7 +32,7 @@ def build(name):
     cls = METHODS[name]
     overrides = {"timesteps": STEPS} if cls.continuous else {}
     torch.manual_seed(0)
-    return cls(SPEC, cls.default_config("mnist", **overrides), DEVICE)
+    return fast_layout(cls(SPEC, cls.default_config("mnist", **overrides), DEVICE))  # as the runner builds it
 
 
 def batch(n):
@@ -44,14 +46,18 @@ def sync():
         torch.cuda.synchronize(DEVICE)
 
 
-def record(benchmark, name, images, steps):
-    benchmark.extra_info.update(method=name, device=str(DEVICE), batch=images, steps=steps)
+def record(benchmark, name, images, steps, precision):
+    benchmark.extra_info.update(method=name, device=str(DEVICE), batch=images, steps=steps, precision=precision)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["images_per_s"] = images / benchmark.stats.stats.mean
 
 
+PRECISIONS = ["fp32", "bf16"]  # tf32 is CUDA-only: benchmark it there with --precision in a suite
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("name", list(METHODS))
-def test_train_step(benchmark, name):
+def test_train_step(benchmark, name, precision):
     """One optimiser step on one minibatch (for NoProp-DT: one block's step; an epoch has T of them)."""
     method = build(name)
     method.train()
@@ -60,20 +66,18 @@ def test_train_step(benchmark, name):
     x, y = batch(BATCH)
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = method.loss(x, y, stage)
-        loss.backward()
-        optimizer.step()
+        loss, _ = train_step(method, optimizer, x, y, stage, precision)
         sync()
         return loss
 
     loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
     assert torch.isfinite(loss)
-    record(benchmark, name, BATCH, STEPS if method.continuous else method.config.timesteps)
+    record(benchmark, name, BATCH, STEPS if method.continuous else method.config.timesteps, precision)
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("name", list(METHODS))
-def test_inference(benchmark, name):
+def test_inference(benchmark, name, precision):
     """Class scores for one batch with the method's default rule (continuous: STEPS steps)."""
     method = build(name)
     method.eval()
@@ -81,13 +85,14 @@ def test_inference(benchmark, name):
 
     @torch.no_grad()
     def infer():
-        scores = method.predict(x)
+        with autocast(precision, DEVICE):
+            scores = method.predict(x)
         sync()
         return scores
 
     scores = benchmark.pedantic(infer, rounds=5, warmup_rounds=1)
     assert scores.shape == (256, SPEC.num_classes)
-    record(benchmark, name, 256, method.last_nfe)
+    record(benchmark, name, 256, method.last_nfe, precision)
 
 
 class RecordingBar:

@@ -1,0 +1,111 @@
+"""Precision as a recorded setting (bench/precision.py) and model FLOPs against the roof (bench/flops.py)."""
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import run_bench
+from bench.data import get_spec
+from bench.flops import count_inference_flops, count_training_flops, matmul_roof
+from bench.precision import autocast
+from bench.step import train_step
+from bench.suites import expand, load_suite
+
+TINY = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress",
+        "--no-report", "--methods", "noprop-dt", "--set", "timesteps=2"]
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "local_ce"
+
+
+def test_precision_is_part_of_the_cell_key():
+    suite = load_suite("quick") | {"methods": ["noprop-dt"], "precision": ["fp32", "bf16"]}
+    fp32, bf16 = expand("quick", suite)
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert fp32.id != bf16.id and fp32.config == bf16.config
+    assert bf16.label().endswith("/bf16")
+
+
+def test_a_resume_with_another_precision_runs_its_own_cells(tmp_path):
+    out = tmp_path / "r"
+    assert run_bench.main([*TINY, "--out", str(out)]) == 0
+    assert run_bench.main([*TINY, "--precision", "bf16", "--out", str(out)]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df.groupby("precision")["cell_id"].nunique().items()) == [("bf16", 1), ("fp32", 1)]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert set(meta["roof_gflops"]) == {"bf16"} and meta["roof_gflops"]["bf16"] > 0  # this run's roof
+
+
+def test_rows_carry_precision_flops_and_the_roof(tmp_path):
+    out = tmp_path / "r"
+    assert run_bench.main([*TINY, "--precision", "fp32,bf16", "--eval-points", "2", "--out", str(out)]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["precision"]) == {"fp32", "bf16"}
+    assert (df["train_flops_per_step"] > 0).all() and (df["train_gflops_per_s"] > 0).all()
+    assert (df["eval_gflops_per_s"] > 0).all()
+    # FLOPs per step do not depend on precision; the roof does, and each row has its own precision's
+    assert df.groupby("precision")["train_flops_per_step"].first().nunique() == 1
+    meta = json.loads((out / "metadata.json").read_text())
+    for precision, roof in meta["roof_gflops"].items():
+        assert (df[df["precision"] == precision]["roof_gflops"] == roof).all()
+    assert "precision fp32,bf16 (suite: fp32)" in df["scaled"].iloc[0]
+    from bench.report import write_report
+    md = (write_report(out) / "report.md").read_text()
+    assert "## Efficiency: achieved FLOP/s against the device's roof" in md
+    assert "| digits | noprop-dt | bf16 | 1 |" in md and "| digits | noprop-dt | fp32 | 1 |" in md
+    assert "| digits | test | noprop-dt | one-hot | bf16 | 1 |" in md  # Table 1 keeps precisions apart
+
+
+def test_tf32_off_cuda_is_a_clear_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("tf32 is valid on this machine")
+    assert run_bench.main([*TINY, "--precision", "tf32", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "precision tf32 is a CUDA tensor-core mode; on cpu use --precision fp32 or bf16" in err
+    assert err.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_unknown_precision_is_a_clear_error(tmp_path, capsys):
+    assert run_bench.main([*TINY, "--precision", "fp16", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown precision 'fp16'; valid: fp32, tf32, bf16" in capsys.readouterr().err
+
+
+@pytest.fixture
+def local_ce():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from noprop_bench_local_ce import LocalCE
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    return LocalCE
+
+
+def test_the_flop_count_of_known_layers(local_ce, digits):
+    """One hidden layer of h units and its classifier, on 8x8 digits (64 inputs), batch B:
+    inference 2(64h + 10h) per image; a training step computes the forward, the weight gradients of both
+    layers and the input gradient of the classifier only (the images need none): 4B(64h) + 6B(10h)."""
+    h, B = 32, 16
+    spec = get_spec("digits")
+    method = local_ce(spec, local_ce.default_config("digits", timesteps=1, hidden=h), "cpu")
+    assert count_inference_flops(method, digits.test, None, None, "fp32") == 2 * (64 * h + 10 * h)
+    flops = count_training_flops(method, method.make_optimizer(), digits.train, B, "fp32")
+    assert flops == 4 * B * 64 * h + 6 * B * 10 * h
+    assert count_training_flops(method, method.make_optimizer(), digits.train, B, "bf16") == flops
+
+
+def test_bf16_is_autocast_with_float32_master_weights_and_optimiser_state(local_ce, digits):
+    spec = get_spec("digits")
+    method = local_ce(spec, local_ce.default_config("digits", timesteps=1, hidden=8), "cpu")
+    optimizer = method.make_optimizer()
+    x, y = next(digits.train.batches(16, shuffle=False))
+    with autocast("bf16", x.device):
+        assert method.local_logits(x)[-1].dtype == torch.bfloat16
+    train_step(method, optimizer, x, y, None, "bf16")
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in method.parameters())
+    assert all(v.dtype == torch.float32 for s in optimizer.state.values() for v in s.values() if v.dim())
+
+
+def test_the_roof_is_a_positive_rate_per_precision():
+    assert matmul_roof(torch.device("cpu"), "fp32", n=256, seconds=0.01) > 0
+    assert matmul_roof(torch.device("cpu"), "bf16", n=256, seconds=0.01) > 0
