@@ -24,6 +24,24 @@ ROOF_N = 2048
 FLOP_IMAGES = 100  # images in the counted inference batch (FLOPs per image do not depend on it)
 
 
+class _NoModules:
+    """Stands in for FlopCounterMode's module tracker: we need the total only, and the tracker's
+    backward hooks break methods that call autograd.grad inside backward (the adjoint ODE)."""
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _counter() -> FlopCounterMode:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModules()
+    return counter
+
+
 def count_training_flops(method, optimizer, split, batch_size: int, precision: str) -> float:
     """Mean FLOPs of one optimiser step over the method's stages (one full batch each)."""
     device = split.labels.device
@@ -33,7 +51,7 @@ def count_training_flops(method, optimizer, split, batch_size: int, precision: s
     per_stage = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), matmul_mode(precision, device):
         for stage in model.stages():
-            with FlopCounterMode(display=False) as counter:
+            with _counter() as counter:
                 train_step(model, opt, x, y, stage, precision)
             per_stage.append(counter.get_total_flops())
     return sum(per_stage) / len(per_stage)
@@ -47,7 +65,7 @@ def count_inference_flops(method, split, steps, solver, precision: str) -> float
     method.eval()
     x = split.normalise(split.images[:FLOP_IMAGES])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), matmul_mode(precision, device):
-        with FlopCounterMode(display=False) as counter, autocast(precision, device):
+        with _counter() as counter, autocast(precision, device):
             method.predict(x, steps=steps, solver=solver)
     method.train(was_training)
     return counter.get_total_flops() / len(x)

@@ -82,7 +82,7 @@ def test_unknown_config_key_lists_the_valid_ones():
 
 @pytest.mark.parametrize("key,value,message", [
     ("lr", 0.0, "'lr' must be > 0"), ("epochs", 0, "'epochs' must be a positive integer"),
-    ("batch_size", 1.5, "'batch_size' must be a positive integer"), ("embedding", "dim=20", "valid embeddings"),
+    ("batch_size", 1.5, "'batch_size' expects an integer"), ("embedding", "dim=20", "valid embeddings"),
     ("optimizer", "sgd", "unknown optimizer 'sgd'; valid: adamw, adam"), ("eta", -1.0, "'eta' must be >= 0"),
 ])
 def test_bad_config_values_are_rejected(key, value, message):

@@ -44,7 +44,7 @@ def test_dry_run_lists_the_cells_and_their_cost_and_writes_nothing(tmp_path, cap
     out = capsys.readouterr().out
     assert "117 cell(s), 117 to run" in out
     ct = [line.split() for line in out.splitlines() if line.split()[:2] == ["noprop-ct", "cifar100"]]
-    assert len(ct) == 9 and all(row[4:11] == ["1000", "128", "adam", "0.001", "0.001", "1000", "1"] for row in ct)
+    assert len(ct) == 9 and all(row[4:12] == ["fp32", "1000", "128", "adam", "0.001", "0.001", "1000", "1"] for row in ct)
     assert not (tmp_path / "x").exists()
 
 
