@@ -218,7 +218,8 @@ def dry_run(cells, writer_dir: Path | None) -> str:
                      "precision": c.precision,
                      "epochs": cfg.epochs, "batch": cfg.batch_size, "optim": cfg.optimizer, "lr": cfg.lr,
                      "wd": cfg.weight_decay, "T": cfg.timesteps, "eta": getattr(cfg, "eta", None),
-                     "runs": c.inference_runs, **cell_cost(c),
+                     "runs": c.inference_runs, "K": getattr(cfg, "workers", None),
+                     "threads": getattr(cfg, "threads", None), **cell_cost(c),
                      "status": "finished" if c.id in done else "to run"})
     df = pd.DataFrame(rows)
     for col in ("train_nfe", "eval_nfe"):

@@ -316,6 +316,51 @@ def plot_memory_vs_T(mem: pd.DataFrame, path: Path, suffix: str) -> bool:
     return True
 
 
+def parallel_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method x data set x (workers, threads), for methods run at more than one: final accuracy (mean,
+    s.e. over seeds) and training seconds (mean over seeds), and the speed-up over one worker with one
+    thread and over one worker with the most threads run."""
+    if "workers" not in df or df["workers"].isna().all():
+        return pd.DataFrame()
+    last = final_rows(df)
+    last = last[last["eval_setting"] == "default"]
+    swept = last.groupby(["method", "dataset"])["workers"].transform("nunique") > 1
+    d = last[swept]
+    if d.empty:
+        return pd.DataFrame()
+    g = d.groupby(["method", "dataset", "precision", "workers", "threads"])
+    out = pd.DataFrame({"cells": g["cell_id"].nunique(), "acc": g["test_acc"].mean(), "acc_se": g["test_acc"].sem(),
+                        "train_s": g["cum_train_time_s"].mean(), "train_s_se": g["cum_train_time_s"].sem()}).reset_index()
+    for (method, dataset, precision), grp in out.groupby(["method", "dataset", "precision"]):
+        one = grp[grp["workers"] == 1]
+        for name, ref in (("speedup_vs_1x1", one[one["threads"] == one["threads"].min()]),
+                          ("speedup_vs_1xmax", one[one["threads"] == one["threads"].max()])):
+            if not ref.empty:
+                out.loc[grp.index, name] = ref["train_s"].iloc[0] / grp["train_s"]
+    return out
+
+
+def plot_parallel(table: pd.DataFrame, path: Path, suffix: str) -> bool:
+    """Training time and final accuracy against the number of workers K, one line per threads per worker."""
+    import matplotlib.pyplot as plt
+    if table.empty:
+        return False
+    fig, (ax_t, ax_a) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for (method, dataset, threads), g in table.groupby(["method", "dataset", "threads"]):
+        label = f"{method}/{dataset}, {int(threads)} thread(s) each"
+        ax_t.errorbar(g["workers"], g["train_s"], yerr=g["train_s_se"].fillna(0), marker="o", capsize=3, label=label)
+        ax_a.errorbar(g["workers"], g["acc"], yerr=g["acc_se"].fillna(0), marker="o", capsize=3, label=label)
+    ax_t.set(xlabel="workers K", ylabel="training time (s)", title=f"training time against K{suffix}")
+    ax_a.set(xlabel="workers K", ylabel="test accuracy (%)", title=f"accuracy against K{suffix}")
+    for ax in (ax_t, ax_a):
+        ax.set_xticks(sorted(table["workers"].unique()))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def load_diagnostics(results_dir: Path, cells) -> pd.DataFrame:
     """diagnostics.csv of the finished cells (an empty frame where there is none)."""
     path = Path(results_dir) / "diagnostics.csv"
@@ -441,6 +486,19 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None
             lines.append(f"| {r.dataset} | {r.method} | {r.precision} | {r.cells} | {r.train_gflop_per_step:.3f} | "
                          f"{r.train_gflops_per_s:.1f} | {100 * r.roof_fraction:.0f} % | {r.eval_gflops_per_s:.1f} | "
                          f"{r.roof_gflops:.1f} |")
+    par = parallel_table(df)
+    if not par.empty:
+        lines += ["", "## Block-parallel training: workers K", "",
+                  "Final test accuracy (mean ± s.e. over seeds) and training seconds (mean ± s.e.) per number of "
+                  "worker processes K and torch threads per worker; speed-up = training time of one worker with "
+                  "1 thread (or with the most threads run) / this row's (bench/parallel.py).", "",
+                  "| data set | method | precision | K | threads | cells | accuracy | train s | × vs 1×1 | × vs 1×max |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        f = lambda v: "-" if pd.isna(v) else f"{v:.2f}"
+        for r in par.itertuples():
+            lines.append(f"| {r.dataset} | {r.method} | {r.precision} | {int(r.workers)} | {int(r.threads)} | "
+                         f"{r.cells} | {_fmt(r.acc, r.acc_se)} | {_fmt(r.train_s, r.train_s_se)} | "
+                         f"{f(getattr(r, 'speedup_vs_1x1', np.nan))} | {f(getattr(r, 'speedup_vs_1xmax', np.nan))} |")
     table = time_to_accuracy.markdown(tta) if tta is not None else None
     if table:
         lines += ["", "## Time to accuracy", "",
@@ -530,6 +588,11 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
         "memory_vs_T.png": (plot_memory_vs_T(t2, out / "memory_vs_T.png", suffix),
                             "no method run at more than one T (suite 'memory')"),
     }
+    par = parallel_table(df)
+    if not par.empty:
+        par.to_csv(out / "parallel.csv", index=False)
+    figures["parallel.png"] = (plot_parallel(par, out / "parallel.png", suffix),
+                               "no method run with more than one number of workers (suite 'parallel')")
     diag = load_diagnostics(results_dir, df["cell_id"].unique())
     figures["diagnostics.png"] = (plot_diagnostics(diag, out / "diagnostics.png", suffix),
                                   "no diagnostics.csv rows (run without --no-diagnostics)")

@@ -25,7 +25,7 @@ COLUMNS = [
     "peak_mem_bytes", "mem_kind", "tensor_peak_bytes", "mem_parameters_bytes", "mem_gradients_bytes",
     "mem_optimizer_state_bytes", "mem_activations_bytes", "n_train", "n_test", "eval_split", "params_trainable",
     "device", "host", "scaled", "precision", "train_flops_per_step", "train_gflops_per_s", "eval_gflops_per_s",
-    "roof_gflops",
+    "roof_gflops", "workers", "threads",
 ]
 # Columns that differ between two identical runs (the determinism tests ignore exactly these).
 TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes", "train_gflops_per_s",

@@ -12,6 +12,7 @@ from bench.data import DeviceData, load_data
 from bench.diagnostics import probe
 from bench.flops import count_inference_flops, count_training_flops, roof
 from bench.memory import CATEGORIES, probe_training_memory
+from bench.parallel import ParallelDT, WorkerError
 from bench.precision import autocast, check_precision, fast_layout, matmul_mode
 from bench.step import train_step
 from bench.results import ResultWriter
@@ -100,12 +101,66 @@ def training_steps(method, optimizer, split, batch_size: int, precision: str = "
                 yield {"loss": loss.detach(), **terms}
 
 
+class SequentialTrainer:
+    """Algorithm 1 (and every other method's loop) in this process: `training_steps` in order."""
+
+    def __init__(self, method, optimizer, split, batch_size: int, precision: str):
+        self.steps = training_steps(method, optimizer, split, batch_size, precision)
+
+    def train(self, done: int, point: int, total: int, progress) -> dict:
+        """Steps done+1..point; the interval's mean loss terms (tensors: no host sync here)."""
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(point - done):
+            for key, value in next(self.steps).items():
+                sums[key] = sums[key] + value if key in sums else value.clone()
+            progress(1)
+        return {key: value / (point - done) for key, value in sums.items()}
+
+    def gather(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ParallelTrainer:
+    """NoProp-DT's blocks on K worker processes (bench/parallel.py); the interval ends when all are done."""
+
+    def __init__(self, method, split, seed: int, workers: int, threads: int, precision: str):
+        self.pool = ParallelDT(method, split, seed, workers, threads, precision)
+
+    def train(self, done: int, point: int, total: int, progress) -> dict:
+        losses = self.pool.train_until(point / total)
+        progress(point - done)
+        return losses
+
+    def gather(self) -> None:
+        self.pool.gather()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def cell_threads(cell: Cell) -> tuple[int, int]:
+    """(workers, torch threads per worker) of a cell: config keys `workers` and `threads` where the method
+    has them (0 threads: this process's count, shared out among the workers)."""
+    workers = getattr(cell.config, "workers", 1)
+    threads = getattr(cell.config, "threads", 0) or max(1, torch.get_num_threads() // workers)
+    return workers, threads
+
+
 def run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWriter | None, bar) -> CellOutcome:
     """Train one cell, evaluating at its evaluation points with the clock stopped; rows are appended
     (and fsynced) at every point, so a killed run keeps what it finished."""
     check_precision(cell.precision, options.device)
-    with matmul_mode(cell.precision, options.device):
-        return _run_cell(cell, data, options, writer, bar)
+    workers, threads = cell_threads(cell)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if workers == 1 else before)
+    try:
+        with matmul_mode(cell.precision, options.device):
+            return _run_cell(cell, data, options, writer, bar)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultWriter | None, bar) -> CellOutcome:
@@ -131,20 +186,38 @@ def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultW
             "train_flops_per_step": step_flops, "roof_gflops": roof_gflops}
     per_epoch = steps_per_epoch(cell, len(data.train))
     points = eval_steps(cell, len(data.train))
-    steps = training_steps(method, optimizer, data.train, cell.config.batch_size, precision)
     step_work = TRAIN_WORK * cell_cost(cell, len(data.train), len(data.test))["train_nfe"] / points[-1]
+    workers, threads = cell_threads(cell)
+    base.update(workers=workers, threads=threads)
+    try:  # workers start (and the data is shared with them) before any clock runs
+        trainer = (ParallelTrainer(method, data.train, cell.seed, workers, threads, precision) if workers > 1
+                   else SequentialTrainer(method, optimizer, data.train, cell.config.batch_size, precision))
+    except WorkerError as e:
+        outcome.error = f"{cell.label()}: {e}"
+        return outcome
+    try:
+        return _train_and_evaluate(cell, data, options, writer, bar, method, cls, trainer, clock, memory, outcome,
+                                   base, tensors, step_flops, image_flops, points, per_epoch, step_work)
+    except WorkerError as e:
+        outcome.error = (f"{cell.label()}: {e}. Its rows so far stay in the CSV until a resume retries the cell; "
+                         f"the sweep goes on")
+        return outcome
+    finally:
+        trainer.close()
+
+
+def _train_and_evaluate(cell, data, options, writer, bar, method, cls, trainer, clock, memory, outcome, base, tensors,
+                        step_flops, image_flops, points, per_epoch, step_work) -> CellOutcome:
+    device, precision = options.device, cell.precision
     done = 0
     for point in points:
         bar.set_description(f"{cell.label()} epoch {-(-point // per_epoch)}/{cell.config.epochs}")
         method.train()
         memory.reset()
-        sums: dict[str, torch.Tensor] = {}
         with clock:
-            for _ in range(point - done):
-                for key, value in next(steps).items():
-                    sums[key] = sums[key] + value if key in sums else value.clone()
-                bar.update(step_work)
-        losses = {key: value.item() / (point - done) for key, value in sums.items()}  # the only host sync
+            means = trainer.train(done, point, points[-1], lambda n: bar.update(step_work * n))
+        trainer.gather()  # parallel workers' blocks into this model, clock stopped
+        losses = {key: float(value) for key, value in means.items()}  # the only host sync
         train_gflops = (point - done) * step_flops / clock.last / 1e9
         done = point
         peak = memory.peak_bytes() if device.type == "cuda" else tensors["tensor_peak_bytes"]

@@ -36,11 +36,21 @@ class DTConfig(DiscreteConfig):
     alpha_bar_min: float = 1e-3    # clip of alpha_bar_0 (our choice)
     alpha_bar_max: float = 0.999   # clip of alpha_bar_T (our choice)
     embed_state: str = "per_pass"  # W_Embed's optimiser state: one per pass, or "shared" by the T passes (README A/B 4)
+    workers: int = 1               # K processes training the blocks concurrently (bench/parallel.py); 1: Algorithm 1 in order
+    threads: int = 0               # torch threads per worker (0: this process's threads, shared out among the workers)
 
     def validate(self) -> None:
         super().validate()
         if self.embed_state not in EMBED_STATES:
             raise ValueError(f"config 'embed_state' must be one of {', '.join(EMBED_STATES)}, got {self.embed_state!r}")
+        if not 1 <= self.workers <= self.timesteps:
+            raise ValueError(f"config 'workers' must be between 1 and T = {self.timesteps}, got {self.workers!r}")
+        if self.threads < 0:
+            raise ValueError(f"config 'threads' must be >= 0 (0: automatic), got {self.threads!r}")
+        if self.workers > 1 and self.embedding != "one-hot":
+            raise ValueError(f"workers = {self.workers} needs a fixed embedding: with {self.embedding}, W_Embed is "
+                             f"trained by every block's pass, so the blocks are not independent and a parallel "
+                             f"run would be another algorithm; use --embeddings one-hot or workers = 1")
         if not self.eta >= 0:
             raise ValueError(f"config 'eta' must be >= 0, got {self.eta!r}")
         cosine_alpha_bar(self.timesteps, self.cosine_s, self.alpha_bar_min, self.alpha_bar_max)

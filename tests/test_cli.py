@@ -89,7 +89,7 @@ def test_default_suite_runs_on_real_mnist(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "dfa"], "unknown method 'dfa'; valid methods: " + ", ".join(METHODS)),
-    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, fig3-small, memory, pace, paper-fig3, paper-table1, paper-table2, quick, steps"),
+    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, fig3-small, memory, pace, paper-fig3, paper-table1, paper-table2, parallel, quick, steps"),
     (["--embeddings", "dim=20"], "unknown embedding 'dim=20'; valid embeddings: one-hot, dim20, prototype"),
     (["--datasets", "svhn"], "unknown data set 'svhn'; valid data sets: mnist"),
     (["--set", "learning_rate=1"], "unknown config key 'learning_rate' for methods noprop-dt, backprop, noprop-ct, noprop-fm, adjoint; valid keys: a_init,"),

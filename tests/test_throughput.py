@@ -9,8 +9,9 @@ a test that it still works). Measure with
 Inputs are random MNIST-shaped batches (pixel values do not change the work). The model is Table 3's
 MNIST configuration, except that the continuous-time methods integrate NOPROP_BENCH_STEPS steps
 (default 20; the paper's 1000 makes one CPU step take minutes): training steps for the neural-ODE
-baselines, inference steps for all of them. Each result's extra_info records method, device, batch,
-steps and images per second. On CUDA every timed call ends with a synchronisation.
+baselines, inference steps for all of them. Every benchmark runs in fp32 and in bf16 (autocast), with
+the runner's channels_last layout (NOPROP_BENCH_LAYOUT=contiguous for NCHW). Each result's extra_info
+records method, device, batch, steps, precision, layout and images per second. On CUDA every timed call ends with a synchronisation.
 """
 import os
 
@@ -24,6 +25,8 @@ from methods import BUILTIN as METHODS
 
 BATCH = 128
 STEPS = int(os.environ.get("NOPROP_BENCH_STEPS", "20"))
+# channels_last is the runner's layout; NOPROP_BENCH_LAYOUT=contiguous times the NCHW layout it replaced
+LAYOUT = os.environ.get("NOPROP_BENCH_LAYOUT", "channels_last")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SPEC = DATASETS["mnist"]
 
@@ -32,7 +35,8 @@ def build(name):
     cls = METHODS[name]
     overrides = {"timesteps": STEPS} if cls.continuous else {}
     torch.manual_seed(0)
-    return fast_layout(cls(SPEC, cls.default_config("mnist", **overrides), DEVICE))  # as the runner builds it
+    method = cls(SPEC, cls.default_config("mnist", **overrides), DEVICE)
+    return fast_layout(method) if LAYOUT == "channels_last" else method  # the runner uses fast_layout
 
 
 def batch(n):
@@ -47,7 +51,8 @@ def sync():
 
 
 def record(benchmark, name, images, steps, precision):
-    benchmark.extra_info.update(method=name, device=str(DEVICE), batch=images, steps=steps, precision=precision)
+    benchmark.extra_info.update(method=name, device=str(DEVICE), batch=images, steps=steps, precision=precision,
+                                layout=LAYOUT)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["images_per_s"] = images / benchmark.stats.stats.mean
 

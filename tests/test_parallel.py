@@ -1,0 +1,81 @@
+"""Block-parallel NoProp-DT (bench/parallel.py): the partition, the gathered model, failures, refusals."""
+import pandas as pd
+import pytest
+import torch
+
+import run_bench
+from bench.parallel import KILL_ENV, ParallelDT, head_owner, partition, worker_schedule
+from methods.noprop_dt import NoPropDT
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 10, 13])
+def test_the_partition_covers_every_block_once_in_balanced_groups(T):
+    for K in range(1, T + 1):
+        groups = partition(T, K)
+        assert len(groups) == K and sorted(t for g in groups for t in g) == list(range(1, T + 1))
+        assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    with pytest.raises(ValueError, match="between 1 and T"):
+        partition(T, T + 1)
+
+
+def test_the_head_gets_as_many_updates_as_in_algorithm_1():
+    groups = partition(10, 3)  # sizes 4, 3, 3
+    owner = head_owner(groups)
+    assert len(groups[owner]) == 3
+    schedule = worker_schedule(groups[owner], True, T=10, epochs=2, batches=5)
+    assert schedule.count(("head", None)) == 2 * 10 * 5  # T passes per epoch, as Algorithm 1's T passes
+    assert sum(kind == "block" for kind, _ in schedule) == 2 * 3 * 5
+
+
+def test_gathered_blocks_are_what_the_workers_trained(digits):
+    torch.manual_seed(0)
+    cfg = NoPropDT.default_config("digits", timesteps=4, epochs=1, workers=2, threads=1)
+    method = NoPropDT(digits.spec, cfg, "cpu")
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    pool = ParallelDT(method, digits.train, seed=0, workers=2, threads=1, precision="fp32")
+    try:
+        losses = pool.train_until(1.0)  # one full epoch of every schedule
+        assert set(losses) == {"loss", "ce", "kl", "mse"} and all(v == v for v in losses.values())
+        pool.gather()
+        after = method.state_dict()
+        for rank, conn in enumerate(pool.conns):  # ask each worker again: the main model holds its tensors
+            conn.send(("state", None))
+            _, part = pool._receive(rank, "state")
+            assert part and all(torch.equal(after[k], v) for k, v in part.items())
+        for t in range(4):
+            w = f"blocks.{t}.head.6.weight"
+            assert not torch.equal(before[w], after[w])  # every block trained
+        assert not torch.equal(before["head.weight"], after["head.weight"])
+    finally:
+        pool.close()
+    assert all(not p.is_alive() for p in pool.procs)
+
+
+TINY = ["--suite", "quick", "--datasets", "digits", "--train-limit", "300", "--test-limit", "100", "--no-progress",
+        "--no-report", "--no-memory-probe", "--set", "noprop-dt.timesteps=4", "--set", "noprop-dt.threads=1"]
+
+
+def test_a_parallel_cell_runs_and_records_k_and_threads(tmp_path):
+    out = tmp_path / "r"
+    assert run_bench.main([*TINY, "--methods", "noprop-dt", "--set", "workers=2", "--eval-points", "2",
+                           "--epochs", "8", "--out", str(out)]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["workers"]) == {2} and set(df["threads"]) == {1} and len(df) == 2
+    assert df["test_acc"].iloc[-1] > 20  # 10 classes: the gathered model has learned (32-36 % here, K = 1 or 2)
+
+
+def test_a_dying_worker_fails_its_cell_clearly_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(KILL_ENV, "1:3")  # worker 1 exits at its 4th step
+    out = tmp_path / "r"
+    assert run_bench.main([*TINY, "--methods", "noprop-dt,backprop", "--set", "noprop-dt.workers=2",
+                           "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "noprop-dt/digits/one-hot/seed0: worker 1 (blocks 3-4) died with exit code 3" in err
+    assert set(pd.read_csv(out / "results.csv")["method"]) == {"backprop"}  # the next cell still ran
+
+
+@pytest.mark.parametrize("embedding", ["dim20", "prototype"])
+def test_learned_embeddings_are_refused_with_workers(embedding):
+    with pytest.raises(ValueError, match=f"workers = 2 needs a fixed embedding: with {embedding}, W_Embed"):
+        NoPropDT.default_config("mnist", embedding=embedding, workers=2)
+    NoPropDT.default_config("mnist", embedding=embedding, workers=1)
