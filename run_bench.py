@@ -188,7 +188,8 @@ def summary_table(out_dir: Path) -> str:
     if df.empty:
         return "no finished cells"
     last = df[df["step"] == df.groupby("cell_id")["step"].transform("max")]
-    keys = ["method", "dataset", "embedding", "precision", "inference_steps", "solver"]
+    keys = ["method", "dataset", "embedding", "precision", "workers", "threads", "inference_steps", "solver"]
+    keys = [k for k in keys if k in last]  # results from before precision and workers were recorded
     g = last.groupby(keys, sort=False)
     table = pd.DataFrame({
         "epochs": g["epoch"].max(),

@@ -175,7 +175,6 @@ def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultW
                if options.memory_probe else dict.fromkeys(MEMORY_COLUMNS))
     # model FLOPs, counted outside the clock: one step per stage, and per image of each inference setting
     step_flops = count_training_flops(method, optimizer, data.train, cell.config.batch_size, precision)
-    image_flops: dict[tuple, float] = {}
     roof_gflops = roof(device, precision)
     mem_kind = memory.kind if device.type == "cuda" else ("tensor_peak" if options.memory_probe else None)
     base = {"suite": cell.suite, "cell_id": cell.id, "method": cell.method, "dataset": cell.dataset,
@@ -184,7 +183,6 @@ def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultW
             "device": str(device), "host": platform.node(), "mem_kind": mem_kind,
             "scaled": "; ".join(cell.scaled), **tensors, "precision": precision,
             "train_flops_per_step": step_flops, "roof_gflops": roof_gflops}
-    per_epoch = steps_per_epoch(cell, len(data.train))
     points = eval_steps(cell, len(data.train))
     step_work = TRAIN_WORK * cell_cost(cell, len(data.train), len(data.test))["train_nfe"] / points[-1]
     workers, threads = cell_threads(cell)
@@ -196,8 +194,8 @@ def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultW
         outcome.error = f"{cell.label()}: {e}"
         return outcome
     try:
-        return _train_and_evaluate(cell, data, options, writer, bar, method, cls, trainer, clock, memory, outcome,
-                                   base, tensors, step_flops, image_flops, points, per_epoch, step_work)
+        return _train_and_evaluate(cell, data, options, writer, bar, method, trainer, clock, memory, outcome,
+                                   base, step_flops, points, step_work)
     except WorkerError as e:
         outcome.error = (f"{cell.label()}: {e}. Its rows so far stay in the CSV until a resume retries the cell; "
                          f"the sweep goes on")
@@ -206,9 +204,12 @@ def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultW
         trainer.close()
 
 
-def _train_and_evaluate(cell, data, options, writer, bar, method, cls, trainer, clock, memory, outcome, base, tensors,
-                        step_flops, image_flops, points, per_epoch, step_work) -> CellOutcome:
-    device, precision = options.device, cell.precision
+def _train_and_evaluate(cell, data, options, writer, bar, method, trainer, clock, memory, outcome, base, step_flops,
+                        points, step_work) -> CellOutcome:
+    """The loop over evaluation points: train (clock running) up to each, then evaluate (clock stopped)."""
+    device, precision, cls = options.device, cell.precision, get_method(cell.method)
+    per_epoch = steps_per_epoch(cell, len(data.train))
+    image_flops: dict[tuple, float] = {}  # FLOPs per image of each inference setting, counted once
     done = 0
     for point in points:
         bar.set_description(f"{cell.label()} epoch {-(-point // per_epoch)}/{cell.config.epochs}")
@@ -220,7 +221,7 @@ def _train_and_evaluate(cell, data, options, writer, bar, method, cls, trainer, 
         losses = {key: float(value) for key, value in means.items()}  # the only host sync
         train_gflops = (point - done) * step_flops / clock.last / 1e9
         done = point
-        peak = memory.peak_bytes() if device.type == "cuda" else tensors["tensor_peak_bytes"]
+        peak = memory.peak_bytes() if device.type == "cuda" else base["tensor_peak_bytes"]
         epoch = point // per_epoch if point % per_epoch == 0 else round(point / per_epoch, 4)
         if not all(math.isfinite(v) for v in losses.values()):
             outcome.error = (f"{cell.label()} diverged by epoch {epoch}: mean losses {losses}. Its rows so far "
