@@ -25,7 +25,6 @@ import time
 
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from bench.data import Split
 from bench.precision import autocast, fast_layout, matmul_mode
@@ -106,28 +105,22 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
                 kind, t = schedule[done]
                 x, y = next(stream)
                 opt.zero_grad(set_to_none=True)
-                with autocast(precision, x.device):
+                with autocast(precision, x.device):  # the terms of NoPropDT.loss, one owner each
                     u = method.embed(y)
                     if kind == "block":
-                        mse = (method.denoise(t, method.noised_label(u, t - 1), x) - u).pow(2).sum(1).mean()
-                        weight = 0.5 * T * config.eta * (method.snr[t] - method.snr[t - 1])
-                        loss = weight * mse
+                        loss, mse = method.denoising_term(x, u, t)
                         acc["mse_w"] += loss.detach().float()
                         acc["mse"] += mse.detach().float()
                     else:
-                        loss = F.cross_entropy(method.head(method.noised_label(u, T)), y)
-                        acc["ce"] += loss.detach().float()
-                        acc["kl"] += _kl(method, u).detach().float()
+                        ce, kl = method.head_terms(u, y)
+                        loss = ce + kl
+                        acc["ce"] += ce.detach().float()
+                        acc["kl"] += kl.detach().float()
                 loss.backward()
                 opt.step()
                 counts[kind] += 1
                 done += 1
             conn.send(("done", {k: v.item() for k, v in acc.items()}, counts))
-
-
-def _kl(method, u):
-    from methods.noprop_dt import kl_to_standard_normal
-    return kl_to_standard_normal(u, method.alpha_bar[0]).mean()
 
 
 def _batches(split: Split, batch_size: int):
@@ -136,7 +129,7 @@ def _batches(split: Split, batch_size: int):
 
 
 class ParallelDT:
-    """The K workers of one NoProp-DT cell, driven by the runner: train_until(fraction), gather()."""
+    """The K workers of one NoProp-DT cell, driven by the runner as its trainer: train(), gather(), close()."""
 
     def __init__(self, method, split: Split, seed: int, workers: int, threads: int, precision: str):
         if split.labels.device.type != "cpu":
@@ -177,6 +170,12 @@ class ParallelDT:
                                   f"{proc.exitcode} while the main process waited for '{kind}'")
             if timeout is not None and time.monotonic() - start > timeout:
                 raise WorkerError(f"worker {rank} did not answer '{kind}' within {timeout:.0f} s")
+
+    def train(self, done: int, point: int, total: int, progress) -> dict[str, float]:
+        """The runner's trainer interface (bench/runner.SequentialTrainer): up to step `point` of `total`."""
+        losses = self.train_until(point / total)
+        progress(point - done)
+        return losses
 
     def train_until(self, fraction: float) -> dict[str, float]:
         """Every worker trains up to `fraction` of its schedule; returns the interval's mean loss terms."""

@@ -442,7 +442,7 @@ def _fmt(mean, se) -> str:
     return f"{mean:.2f}" if pd.isna(se) else f"{mean:.2f} ± {se:.2f}"
 
 
-def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None) -> str:
+def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None, eff=None, par=None) -> str:
     scaled = sorted(r for r in df["scaled"].unique() if r)
     suites = ", ".join(sorted(df["suite"].unique()))
     lines = [f"# noprop-bench report: {results_dir}", ""]
@@ -471,8 +471,7 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None
         lines.append(f"| {r.dataset} | {r.split} | {r.method} | {r.embedding} | {r.precision} | {int(r.n)} | "
                      f"{_fmt(r.mean, r.se)}{note} | {_fmt(r.paper, r.paper_se)} | "
                      f"{'-' if pd.isna(r.diff) else f'{r.diff:+.2f}'} | {flag} |")
-    eff = efficiency(df)
-    if not eff.empty:
+    if eff is not None and not eff.empty:
         roofs = ", ".join(f"{k} {v:.1f}" for k, v in (meta.get("roof_gflops") or {}).items())
         lines += ["", "## Efficiency: achieved FLOP/s against the device's roof", "",
                   "Model FLOPs (matrix products and convolutions, torch.utils.flop_counter) of one training step, "
@@ -486,8 +485,7 @@ def markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag=None, tta=None
             lines.append(f"| {r.dataset} | {r.method} | {r.precision} | {r.cells} | {r.train_gflop_per_step:.3f} | "
                          f"{r.train_gflops_per_s:.1f} | {100 * r.roof_fraction:.0f} % | {r.eval_gflops_per_s:.1f} | "
                          f"{r.roof_gflops:.1f} |")
-    par = parallel_table(df)
-    if not par.empty:
+    if par is not None and not par.empty:
         lines += ["", "## Block-parallel training: workers K", "",
                   "Final test accuracy (mean ± s.e. over seeds) and training seconds (mean ± s.e.) per number of "
                   "worker processes K and torch threads per worker; speed-up = training time of one worker with "
@@ -576,7 +574,8 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
     t2 = table2(df, read_paper(PAPER_TABLE2))
     t1.to_csv(out / "table1.csv", index=False)
     t2.to_csv(out / "table2.csv", index=False)
-    efficiency(df).to_csv(out / "efficiency.csv", index=False)
+    eff = efficiency(df)
+    eff.to_csv(out / "efficiency.csv", index=False)
     tta = time_to_accuracy.summary(time_to_accuracy.per_cell(df))
     tta.to_csv(out / "time_to_accuracy.csv", index=False)
     figures = {
@@ -596,7 +595,7 @@ def write_report(results_dir: Path, out: Path | None = None, sigmas: float = 1.0
     diag = load_diagnostics(results_dir, df["cell_id"].unique())
     figures["diagnostics.png"] = (plot_diagnostics(diag, out / "diagnostics.png", suffix),
                                   "no diagnostics.csv rows (run without --no-diagnostics)")
-    (out / "report.md").write_text(markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag, tta))
+    (out / "report.md").write_text(markdown(df, meta, t1, t2, figures, sigmas, results_dir, diag, tta, eff, par))
     return out
 
 

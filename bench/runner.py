@@ -123,24 +123,6 @@ class SequentialTrainer:
         pass
 
 
-class ParallelTrainer:
-    """NoProp-DT's blocks on K worker processes (bench/parallel.py); the interval ends when all are done."""
-
-    def __init__(self, method, split, seed: int, workers: int, threads: int, precision: str):
-        self.pool = ParallelDT(method, split, seed, workers, threads, precision)
-
-    def train(self, done: int, point: int, total: int, progress) -> dict:
-        losses = self.pool.train_until(point / total)
-        progress(point - done)
-        return losses
-
-    def gather(self) -> None:
-        self.pool.gather()
-
-    def close(self) -> None:
-        self.pool.close()
-
-
 def cell_threads(cell: Cell) -> tuple[int, int]:
     """(workers, torch threads per worker) of a cell: config keys `workers` and `threads` where the method
     has them (0 threads: this process's count, shared out among the workers)."""
@@ -188,7 +170,7 @@ def _run_cell(cell: Cell, data: DeviceData, options: RunOptions, writer: ResultW
     workers, threads = cell_threads(cell)
     base.update(workers=workers, threads=threads)
     try:  # workers start (and the data is shared with them) before any clock runs
-        trainer = (ParallelTrainer(method, data.train, cell.seed, workers, threads, precision) if workers > 1
+        trainer = (ParallelDT(method, data.train, cell.seed, workers, threads, precision) if workers > 1
                    else SequentialTrainer(method, optimizer, data.train, cell.config.batch_size, precision))
     except WorkerError as e:
         outcome.error = f"{cell.label()}: {e}"

@@ -125,15 +125,24 @@ class NoPropDT(Method):
             return PerPassEmbeddingOptimizer(self)
         return super().make_optimizer()
 
+    def denoising_term(self, x: torch.Tensor, u: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block t's term of Eq. 8, (T/2) eta (SNR(t) - SNR(t-1)) ||u_hat_t - u_y||^2, and the unweighted
+        error: the only term through which block t gets a gradient."""
+        cfg = self.config
+        mse = (self.denoise(t, self.noised_label(u, t - 1), x) - u).pow(2).sum(1).mean()
+        return 0.5 * cfg.timesteps * cfg.eta * (self.snr[t] - self.snr[t - 1]) * mse, mse
+
+    def head_terms(self, u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 8's CE(head(z_T), y) with z_T ~ q(z_T | y), and its KL term (no parameters but W_Embed's)."""
+        ce = F.cross_entropy(self.head(self.noised_label(u, self.config.timesteps)), y)
+        return ce, kl_to_standard_normal(u, self.alpha_bar[0]).mean()
+
     def loss(self, x, y, t: int):
-        T, cfg = self.config.timesteps, self.config
         self.current_stage = t  # the pass whose W_Embed state steps next (PerPassEmbeddingOptimizer)
         u = self.embed(y)
-        mse = (self.denoise(t, self.noised_label(u, t - 1), x) - u).pow(2).sum(1).mean()
-        ce = F.cross_entropy(self.head(self.noised_label(u, T)), y)
-        kl = kl_to_standard_normal(u, self.alpha_bar[0]).mean()
-        weight = 0.5 * T * cfg.eta * (self.snr[t] - self.snr[t - 1])
-        loss = ce + kl + weight * mse
+        weighted, mse = self.denoising_term(x, u, t)
+        ce, kl = self.head_terms(u, y)
+        loss = ce + kl + weighted
         return loss, {"ce": ce.detach(), "kl": kl.detach(), "mse": mse.detach()}
 
     @torch.no_grad()
