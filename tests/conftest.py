@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sources import idx_bytes  # noqa: E402
+from noprop_bench.data.sources import idx_bytes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -91,5 +91,5 @@ def write_cifar(root: Path, name: str, n_per_file: int = 20, seed: int = 0) -> d
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's real 8x8 digits on the CPU: the fastest real data set."""
-    from bench.data import load_data
+    from noprop_bench.data import load_data
     return load_data("digits", "cpu")

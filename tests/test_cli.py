@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-import run_bench
-from bench.results import COLUMNS, TIMING_COLUMNS
-from methods import METHODS
+from noprop_bench import cli as run_bench
+from noprop_bench.run.results import COLUMNS, TIMING_COLUMNS
+from noprop_bench.methods import METHODS
 
 TINY = ["--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]
 
@@ -47,7 +47,7 @@ def test_tiny_run_writes_tidy_rows_and_metadata(tmp_path, capsys):
 def test_the_default_run_is_a_small_figure_3(tmp_path, capsys):
     """No arguments: at least 4 methods (DT, back-prop, CT, FM), 5+ evaluation points each, one-hot MNIST,
     scaled by design and saying so."""
-    from bench.suites import eval_steps, expand, load_suite
+    from noprop_bench.run.suites import eval_steps, expand, load_suite
     assert run_bench.build_parser().parse_args([]).suite == run_bench.DEFAULT_SUITE
     suite = load_suite(run_bench.DEFAULT_SUITE)
     cells = expand(run_bench.DEFAULT_SUITE, suite)
@@ -163,7 +163,7 @@ def test_list_shows_suites_methods_datasets_and_embeddings(capsys):
 
 
 def test_an_integer_for_a_float_key_is_the_same_cell_as_the_float():
-    from methods import get_method
+    from noprop_bench.methods import get_method
     cls = get_method("noprop-dt")
     a, b = cls.default_config("mnist", lr=1), cls.default_config("mnist", lr=1.0)
     assert a == b and isinstance(a.lr, float)

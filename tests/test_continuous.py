@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-import run_bench
-from methods import METHODS
-from methods.continuous import SOLVERS, LearnedSchedule, integrate
+from noprop_bench import cli as run_bench
+from noprop_bench.methods import METHODS
+from noprop_bench.methods.continuous import SOLVERS, LearnedSchedule, integrate
 
 
 def make(name, digits, **overrides):

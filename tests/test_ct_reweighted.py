@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from bench.data import get_spec
-from methods import get_method
+from noprop_bench.data import get_spec
+from noprop_bench.methods import get_method
 
 T = torch.tensor([0.0, 0.01, 0.3, 0.5, 0.7, 0.99, 1.0])
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench import sources
-from bench.data import DATASETS, load_data
-from bench.sources import DataError, DataNotFoundError, idx_bytes
+from noprop_bench.data import sources
+from noprop_bench.data import DATASETS, load_data
+from noprop_bench.data.sources import DataError, DataNotFoundError, idx_bytes
 from tests.conftest import py2_pickle, write_cifar, write_idx_dataset
 
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from bench.data import get_spec
-from methods import get_method
-from methods.noprop_dt import PerPassEmbeddingOptimizer
+from noprop_bench.data import get_spec
+from noprop_bench.methods import get_method
+from noprop_bench.methods.noprop_dt import PerPassEmbeddingOptimizer
 
 
 def _dt(dataset="digits", **kw):

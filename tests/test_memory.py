@@ -4,13 +4,13 @@ import pandas as pd
 import pytest
 import torch
 
-import run_bench
-from bench.data import load_data
-from bench.memory import TensorMemory, probe_training_memory
-from bench.results import TIMING_COLUMNS
-from bench.report import read_paper, table2, PAPER_TABLE2
-from bench.suites import expand, load_suite
-from methods import get_method
+from noprop_bench import cli as run_bench
+from noprop_bench.data import load_data
+from noprop_bench.measure.memory import TensorMemory, probe_training_memory
+from noprop_bench.run.results import TIMING_COLUMNS
+from noprop_bench.report import read_paper, table2, PAPER_TABLE2
+from noprop_bench.run.suites import expand, load_suite
+from noprop_bench.methods import get_method
 
 F32 = 4
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from methods import EMBEDDINGS, METHODS, get_method
-from methods.base import TABLE3_DATASETS
+from noprop_bench.methods import EMBEDDINGS, METHODS, get_method
+from noprop_bench.methods.base import TABLE3_DATASETS
 
 
 @pytest.mark.parametrize("embedding", EMBEDDINGS)
@@ -110,7 +110,7 @@ def test_prototype_embedding_starts_at_the_class_medoids(digits):
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10", "cifar100"])
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_builds_and_runs_on_every_dataset_shape(name, dataset):
-    from bench.data import DATASETS
+    from noprop_bench.data import DATASETS
     spec = DATASETS[dataset]
     cls = METHODS[name]
     small = {"timesteps": 2} if cls.continuous else {}

@@ -7,10 +7,10 @@ from torch import nn
 
 import itertools
 
-from bench.runner import training_steps
-from methods import METHODS
-from methods.noprop_dt import NoPropDT, kl_to_standard_normal
-from methods.schedules import cosine_alpha_bar
+from noprop_bench.run.runner import training_steps
+from noprop_bench.methods import METHODS
+from noprop_bench.methods.noprop_dt import NoPropDT, kl_to_standard_normal
+from noprop_bench.methods.schedules import cosine_alpha_bar
 
 
 class ZeroLogits(nn.Module):

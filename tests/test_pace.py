@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-import run_bench
-from bench.data import DatasetSpec, get_spec, load_data
-from bench.diagnostics import DIAG_COLUMNS
-from bench.results import TIMING_COLUMNS
-from methods import get_method
-from methods.noprop_ct import sample_t
+from noprop_bench import cli as run_bench
+from noprop_bench.data import DatasetSpec, get_spec, load_data
+from noprop_bench.measure.diagnostics import DIAG_COLUMNS
+from noprop_bench.run.results import TIMING_COLUMNS
+from noprop_bench.methods import get_method
+from noprop_bench.methods.noprop_ct import sample_t
 
 TINY = ["--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]
 
@@ -19,7 +19,7 @@ def run(argv):
 
 
 class _FakeTrain:
-    """Enough of a bench.data.Split for prototype initialisation: random images, every class present."""
+    """Enough of a noprop_bench.data.Split for prototype initialisation: random images, every class present."""
 
     def __init__(self, shape, classes, n=60):
         self.images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8)
@@ -236,7 +236,7 @@ def test_diagnostics_leave_training_unchanged(tmp_path, method):
 
 
 def test_resume_drops_the_diagnostics_of_unfinished_cells(tmp_path):
-    from bench.results import ResultWriter
+    from noprop_bench.run.results import ResultWriter
     out = tmp_path / "r"
     assert run(["--suite", "quick", *TINY, "--methods", "noprop-dt", "--out", out]) == 0
     before = pd.read_csv(out / "diagnostics.csv")
@@ -247,8 +247,8 @@ def test_resume_drops_the_diagnostics_of_unfinished_cells(tmp_path):
 
 
 def test_holdout_rows_are_neither_compared_with_the_paper_nor_gated(tmp_path):
-    from bench.check import check, read_thresholds
-    from bench.report import PAPER_TABLE1, read_paper, table1, load_results
+    from noprop_bench.report.check import check, read_thresholds
+    from noprop_bench.report import PAPER_TABLE1, read_paper, table1, load_results
     out = tmp_path / "h"
     assert run(["--suite", "quick", *TINY, "--methods", "noprop-dt", "--holdout", "150", "--out", out]) == 0
     # as a suite with its own `holdout` key would write them: not scaled
@@ -259,7 +259,7 @@ def test_holdout_rows_are_neither_compared_with_the_paper_nor_gated(tmp_path):
     assert set(t1["split"]) == {"holdout"} and t1["paper"].isna().all() and not t1["flag"].any()
     thresholds = tmp_path / "t.csv"
     thresholds.write_text("suite,method,dataset,embedding,min_test_acc\nquick,noprop-dt,digits,one-hot,99\n")
-    from bench.report import ReportError
+    from noprop_bench.report import ReportError
     with pytest.raises(ReportError, match="no cell could be checked.*held-out") as e:
         check(out, read_thresholds(thresholds))  # a gate that checks nothing never passes
     assert "scaled" not in str(e.value)

@@ -23,4 +23,4 @@ def test_the_build_prints_no_setuptools_warning(tmp_path, hook):
     (wheel,) = tmp_path.glob("noprop_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     if hook == "build_wheel":
-        assert "bench/suites/fig3-small.toml" in names and "bench/suites/paper-table1.toml" in names
+        assert "noprop_bench/resources/suites/fig3-small.toml" in names and "noprop_bench/resources/paper_table1.csv" in names

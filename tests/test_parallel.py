@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-import run_bench
-from bench.parallel import KILL_ENV, ParallelDT, head_owner, partition, worker_schedule
-from methods.noprop_dt import NoPropDT
+from noprop_bench import cli as run_bench
+from noprop_bench.methods.parallel_dt import KILL_ENV, ParallelDT, head_owner, partition, worker_schedule
+from noprop_bench.methods.noprop_dt import NoPropDT
 
 
 @pytest.mark.parametrize("T", [1, 2, 5, 10, 13])

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from methods import BUILTIN
-from methods.plugins import contract_problem, load_plugins
+from noprop_bench.methods import BUILTIN
+from noprop_bench.methods.plugins import contract_problem, load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "local_ce" / "noprop_bench_local_ce.py"
@@ -76,16 +76,16 @@ BROKEN = {
     "import-fails": ("noprop_bench_bad_import:Method", "raise ImportError('needs a package that is not installed')\n",
                      "failed to import (ImportError: needs a package that is not installed)"),
     "not-a-method": ("noprop_bench_not_a_method:thing", "thing = 42\n",
-                     "does not implement the method interface: it is 42, not a subclass of methods.base.Method"),
+                     "does not implement the method interface: it is 42, not a subclass of noprop_bench.methods.base.Method"),
     "no-loss": ("noprop_bench_no_loss:NoLoss",
-                "from methods.base import Method\n"
+                "from noprop_bench.methods.base import Method\n"
                 "class NoLoss(Method):\n    name = 'no-loss'\n    default_solver = 'x'\n"
                 "    def predict(self, x, steps=None, solver=None):\n        return x\n",
                 "does not implement the method interface: it does not implement loss()"),
     "wrong-name": ("noprop_bench_wrong_name:W",
-                   "from methods.base import Method\n"
+                   "from noprop_bench.methods.base import Method\n"
                    "class W(Method):\n    name = 'other'\n", "its class attribute name is 'other'"),
-    "backprop": ("noprop_bench_shadow:Backprop", "from methods.backprop import Backprop\n",
+    "backprop": ("noprop_bench_shadow:Backprop", "from noprop_bench.methods.backprop import Backprop\n",
                  "the name 'backprop' is already taken"),
 }
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-import run_bench
-from bench.data import get_spec
-from bench.flops import count_inference_flops, count_training_flops, matmul_roof
-from bench.precision import autocast
-from bench.step import train_step
-from bench.suites import expand, load_suite
+from noprop_bench import cli as run_bench
+from noprop_bench.data import get_spec
+from noprop_bench.measure.flops import count_inference_flops, count_training_flops, matmul_roof
+from noprop_bench.run.precision import autocast
+from noprop_bench.run.step import train_step
+from noprop_bench.run.suites import expand, load_suite
 
 TINY = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress",
         "--no-report", "--methods", "noprop-dt", "--set", "timesteps=2"]
@@ -50,7 +50,7 @@ def test_rows_carry_precision_flops_and_the_roof(tmp_path):
     for precision, roof in meta["roof_gflops"].items():
         assert (df[df["precision"] == precision]["roof_gflops"] == roof).all()
     assert "precision fp32,bf16 (suite: fp32)" in df["scaled"].iloc[0]
-    from bench.report import write_report
+    from noprop_bench.report import write_report
     md = (write_report(out) / "report.md").read_text()
     assert "## Efficiency: achieved FLOP/s against the device's roof" in md
     assert "| digits | noprop-dt | bf16 | 1 |" in md and "| digits | noprop-dt | fp32 | 1 |" in md

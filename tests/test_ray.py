@@ -13,12 +13,12 @@ import pytest
 import ray
 import torch
 
-import run_bench
-from bench.ray_executor import run_cells_ray
-from bench.results import HOST_COLUMNS, TIMING_COLUMNS, ResultWriter, read_ledger
-from bench.runner import RunOptions
-from bench.suites import Cell
-from methods import METHODS
+from noprop_bench import cli as run_bench
+from noprop_bench.run.ray_executor import run_cells_ray
+from noprop_bench.run.results import HOST_COLUMNS, TIMING_COLUMNS, ResultWriter, read_ledger
+from noprop_bench.run.runner import RunOptions
+from noprop_bench.run.suites import Cell
+from noprop_bench.methods import METHODS
 
 THREADS = min(2, torch.get_num_threads())
 ARGV = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "100",

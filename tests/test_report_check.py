@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import run_bench
-from bench.report import PAPER_TABLE1, load_results, read_paper, table1
-from bench.results import ResultWriter
+from noprop_bench import cli as run_bench
+from noprop_bench.report import PAPER_TABLE1, load_results, read_paper, table1
+from noprop_bench.run.results import ResultWriter
 
 BASE = {"suite": "quick", "dataset": "mnist", "embedding": "one-hot", "epoch": 1, "step": 10,
         "eval_setting": "default", "inference_steps": 10, "solver": "ancestral", "nfe": 10, "eval_time_s": 1.0,

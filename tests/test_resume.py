@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import run_bench
-from bench.results import TIMING_COLUMNS, read_ledger
+from noprop_bench import cli as run_bench
+from noprop_bench.run.results import TIMING_COLUMNS, read_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]

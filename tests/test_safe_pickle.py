@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import safe_pickle
-from bench.data import DataError, load_data
+from noprop_bench.data import safe_pickle
+from noprop_bench.data import DataError, load_data
 from tests.conftest import py2_pickle, write_cifar
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from methods.schedules import DiscreteSchedule, cosine_alpha_bar
+from noprop_bench.methods.schedules import DiscreteSchedule, cosine_alpha_bar
 
 
 def nichol_dhariwal(tau: float, s: float = 0.008) -> float:

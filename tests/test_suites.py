@@ -5,10 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-import run_bench
-from bench.data import DATASETS, load_data
-from bench.suites import Cell, available_suites, cell_cost, eval_steps, expand, load_suite, sweep_settings
-from methods import METHODS, get_method
+from noprop_bench import paths
+from noprop_bench import cli as run_bench
+from noprop_bench.data import DATASETS, load_data
+from noprop_bench.run.suites import Cell, available_suites, cell_cost, eval_steps, expand, load_suite, sweep_settings
+from noprop_bench.methods import METHODS, get_method
 
 TINY = ["--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]
 
@@ -25,7 +26,7 @@ def test_every_suite_expands(name):
 
 def test_paper_table1_is_every_table1_row_with_table3_settings():
     cells = expand("paper-table1", load_suite("paper-table1"))
-    paper = pd.read_csv("results/paper_table1.csv", comment="#")
+    paper = pd.read_csv(paths.resource("paper_table1.csv"), comment="#")
     ours = {(c.method, c.embedding, c.dataset) for c in cells}
     assert ours == set(map(tuple, paper[["method", "embedding", "dataset"]].drop_duplicates().values))
     assert len(cells) == len(ours) * 3  # three seeds each
@@ -146,7 +147,7 @@ def test_eval_points_write_rows_with_fractional_epochs_and_the_sweep_at_the_end(
 def test_train_accuracy_is_measured_at_the_end_only(tmp_path):
     base = load_suite("quick") | {"datasets": ["digits"], "train_limit": 200, "test_limit": 100,
                                "methods": ["noprop-dt"], "train_accuracy": True, "config": {"epochs": 2}}
-    from bench.runner import RunOptions, run_cells
+    from noprop_bench.run.runner import RunOptions, run_cells
     import torch
     (outcome,) = run_cells(expand("x", base), RunOptions(torch.device("cpu"), progress=False))
     rows = pd.DataFrame(outcome.rows)

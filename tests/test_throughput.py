@@ -18,10 +18,10 @@ import os
 import pytest
 import torch
 
-from bench.data import DATASETS
-from bench.precision import autocast, fast_layout
-from bench.step import train_step
-from methods import BUILTIN as METHODS
+from noprop_bench.data import DATASETS
+from noprop_bench.run.precision import autocast, fast_layout
+from noprop_bench.run.step import train_step
+from noprop_bench.methods import BUILTIN as METHODS
 
 BATCH = 128
 STEPS = int(os.environ.get("NOPROP_BENCH_STEPS", "20"))
@@ -115,8 +115,8 @@ class RecordingBar:
 def test_the_progress_bar_counts_evaluation_and_ends_exactly_at_its_total(method, extra):
     """The ETA is honest only if evaluation is in the total: the updates of a cell (training steps and
     every evaluation, sweeps and train accuracy included) sum to the cell's share of the total."""
-    from bench.runner import RunOptions, load_cell_data, run_cell, total_work
-    from bench.suites import expand, load_suite
+    from noprop_bench.run.runner import RunOptions, load_cell_data, run_cell, total_work
+    from noprop_bench.run.suites import expand, load_suite
     suite = load_suite("quick") | {"methods": [method], "datasets": ["digits"], "train_limit": 200,
                                    "test_limit": 100, "eval_points": 3, "inference_runs": 2, "train_accuracy": True,
                                    "inference_steps": [2]}
@@ -124,8 +124,8 @@ def test_the_progress_bar_counts_evaluation_and_ends_exactly_at_its_total(method
     data = load_cell_data(cell, torch.device("cpu"))
     bar = RecordingBar()
     run_cell(cell, data, RunOptions(torch.device("cpu"), diagnostics=False, memory_probe=False), None, bar)
-    from bench.runner import TRAIN_WORK
-    from bench.suites import cell_cost
+    from noprop_bench.run.runner import TRAIN_WORK
+    from noprop_bench.run.suites import cell_cost
     cost = cell_cost(cell, len(data.train), len(data.test))
     assert total_work([cell], {cell.data_key: data}) == TRAIN_WORK * cost["train_nfe"] + cost["eval_nfe"]
     assert cost["eval_nfe"] > 0

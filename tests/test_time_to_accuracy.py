@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from bench import time_to_accuracy as tta
-from bench.report import load_results, write_report
-from bench.results import ResultWriter
+from noprop_bench.report import time_to_accuracy as tta
+from noprop_bench.report import load_results, write_report
+from noprop_bench.run.results import ResultWriter
 from tests.test_report_check import BASE
 
 # per seed: (cumulative training seconds, [accuracy of each inference run]) at each evaluation point

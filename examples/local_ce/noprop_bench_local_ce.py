@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Method, MethodConfig
+from noprop_bench.methods.base import Method, MethodConfig
 
 
 @dataclass
