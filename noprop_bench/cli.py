@@ -1,12 +1,13 @@
-#!/usr/bin/env python3
-"""noprop-bench command line: run a suite, write a tidy CSV and its metadata, print a summary.
+"""The command line: `noprop-bench [run] ...`, `noprop-bench list`, `noprop-bench report DIR`,
+`noprop-bench check DIR` (from a checkout, `python run_bench.py ...` is the same).
 
-    python run_bench.py                       # a small Figure 3 on real MNIST (fetched automatically), with report
-    python run_bench.py --list                # suites, methods, data sets, embeddings
-    python run_bench.py --suite paper-table1 --dry-run      # the cells, their settings and cost
-    python run_bench.py --suite quick --methods noprop-dt --embeddings one-hot,dim20 --seeds 0,1,2
-    python run_bench.py report RESULTS_DIR    # plots and a markdown comparison with the paper
-    python run_bench.py check RESULTS_DIR     # exit 1 if any cell is below its accuracy threshold
+    noprop-bench                                   # the default suite (a small Figure 3 on MNIST), with its report
+    noprop-bench list                              # suites, methods (with their papers), data sets, embeddings
+    noprop-bench run --suite paper-table1 --dry-run     # the cells, their settings and cost
+    noprop-bench run --suite quick --methods noprop-dt --embeddings one-hot,dim20 --seeds 0,1,2
+    noprop-bench run --suite my-suite.toml --set lr=1e-3,5e-4      # a suite file; a config value swept
+    noprop-bench report RESULTS_DIR                # plots and a markdown comparison with the paper
+    noprop-bench check RESULTS_DIR                 # exit 1 if any cell is below its accuracy floor
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from noprop_bench import paths
+from noprop_bench import __version__, paths
 
 DEFAULT_SUITE = "fig3-small"  # a newcomer's first run: curves of accuracy against training time, in minutes
+COMMANDS = ("run", "list", "report", "check")
 
 
 def _csv(value: str) -> list[str]:
@@ -54,23 +56,52 @@ def _count(value: str) -> int:
     return n
 
 
-def _setting(value: str) -> tuple[str, object]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{value}'")
+def _scalar(raw: str):
     for parse in (int, float):
         try:
-            return key.strip(), parse(raw)
+            return parse(raw)
         except ValueError:
             pass
-    return key.strip(), raw.strip()
+    return raw.strip()
+
+
+def _setting(value: str) -> tuple[str, object]:
+    """KEY=VALUE, or KEY=A,B,... (a list: one cell per value, as --seeds and --methods do)."""
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{value}'")
+    values = [_scalar(v) for v in raw.split(",")] if "," in raw else None
+    if values is not None and any(v == "" for v in values):
+        raise argparse.ArgumentTypeError(f"--set {value}: an empty value in the list")
+    return key.strip(), values if values is not None else _scalar(raw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_bench.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="noprop-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite to run (default: {DEFAULT_SUITE}); see --list")
-    p.add_argument("--list", action="store_true", help="list suites, methods, data sets and embeddings")
+    p.add_argument("--version", action="version", version=f"noprop-bench {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{run,list,report,check}")
+    run = sub.add_parser("run", help="run a suite (the default command)", description="Run a suite's cells, "
+                         "write results.csv, diagnostics.csv and metadata.json, and the report at the end.")
+    add_run_arguments(run)
+    sub.add_parser("list", help="suites, methods, data sets and embeddings (fast: imports no torch)")
+    report = sub.add_parser("report", help="plots and a markdown comparison with the paper")
+    report.add_argument("results_dir", type=Path, help="a run's output directory (holds results.csv)")
+    report.add_argument("--out", type=Path, help="where to write (default: RESULTS_DIR/report)")
+    report.add_argument("--sigmas", type=float, default=1.0,
+                        help="flag |ours - paper| beyond this many combined standard errors (default 1)")
+    check = sub.add_parser("check", help="exit 1 if any cell is below its accuracy floor")
+    check.add_argument("results_dir", type=Path, help="a run's output directory (holds results.csv)")
+    check.add_argument("--thresholds", type=Path, help="a thresholds CSV (default: the packaged one)")
+    check.add_argument("--floor", choices=["coarse", "tight"], default="coarse",
+                       help="coarse: far below the measured seeds, catches a method that stopped learning "
+                            "(default); tight: the lowest measured seed minus 3 s.d., catches a regression")
+    return p
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default=DEFAULT_SUITE,
+                   help=f"a built-in suite (see `noprop-bench list`) or a path to a .toml file (default: {DEFAULT_SUITE})")
     p.add_argument("--methods", type=_csv, help="comma-separated methods, or 'all' (default: the suite's)")
     p.add_argument("--datasets", type=_csv, help="comma-separated data sets (default: the suite's)")
     p.add_argument("--embeddings", type=_csv, help="one-hot, dim20, prototype (default: the suite's)")
@@ -86,18 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "methods at these step counts, e.g. 2,5,10,20,50,100")
     p.add_argument("--solvers", type=_csv, help="after the last epoch, also evaluate with these solvers "
                                                 "(ancestral, euler, midpoint, heun2, rk4)")
-    p.add_argument("--precision", type=_csv, help="fp32 (strict), tf32 (CUDA) or bf16 (autocast, fp32 master "
-                                                  "weights), or a list: one cell per precision, side by side "
-                                                  "(default: the suite's, else fp32)")
+    p.add_argument("--precision", type=_csv, help="fp32 (strict), torch-default, tf32 (CUDA) or bf16, or a list: "
+                                                  "one cell per precision (default: the suite's, else fp32)")
     p.add_argument("--eval-points", type=_positive, help="evaluate at this many evenly spaced points of "
                                                          "training (default: the suite's, else every epoch)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value in every cell whose method has KEY, e.g. --set lr=5e-4; "
-                        "METHOD.KEY=VALUE for one method, e.g. --set noprop-ct.timesteps=20 (repeatable)")
+                   help="set a config value in every cell whose method has KEY (--set lr=5e-4), or in one "
+                        "method's cells (--set noprop-ct.timesteps=20); a list sweeps it, one cell per value "
+                        "(--set lr=1e-3,5e-4). Repeatable")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--data-dir", help="data directory in torchvision's layout "
-                                      "(default: $NOPROP_BENCH_DATA or ./data)")
-    p.add_argument("--out", type=Path, help="output directory (default: results/runs/SUITE-TIMESTAMP)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (no cuDNN autotuning); recorded in every row")
+    p.add_argument("--data-dir", help="data directory in torchvision's layout (default: $NOPROP_BENCH_DATA, "
+                                      "else ./data)")
+    p.add_argument("--out", type=Path, help="output directory (default: $NOPROP_BENCH_OUT/SUITE-TIMESTAMP, "
+                                            "else ./results/runs/SUITE-TIMESTAMP)")
     p.add_argument("--fresh", action="store_true", help="do not resume: move an existing results.csv in --out "
                                                         "aside (to OUT/replaced-TIMESTAMP/) and run every cell")
     p.add_argument("--dry-run", action="store_true", help="list the cells, their settings and cost; run nothing")
@@ -110,44 +144,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs (and torch threads) per cell when the cluster has no GPUs (default 1)")
     p.add_argument("--ray-max-retries", type=_count, default=2, help="retries of a cell whose worker died (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-memory-probe", action="store_true", help="skip the few-step tensor-memory probe each "
-                   "cell runs before its clock starts (bench/memory.py); its memory columns stay empty")
+    p.add_argument("--no-memory-probe", action="store_true", help="skip the tensor-memory probe each cell runs "
+                   "before its clock starts (measure/memory.py); its memory columns stay empty")
+    p.add_argument("--no-flops", action="store_true", help="skip counting model FLOPs (measure/flops.py); the "
+                   "FLOP columns stay empty")
     p.add_argument("--no-report", action="store_true", help="do not write the report (plots and report.md in "
                                                             "OUT/report) at the end of the run")
     p.add_argument("--no-diagnostics", action="store_true", help="do not write diagnostics.csv (per-block and "
                                                                  "per-t accuracies; they never change results.csv)")
-    return p
 
 
 def list_everything() -> str:
-    from noprop_bench.data import DATASETS
-    from noprop_bench.run.suites import available_suites, load_suite
-    from noprop_bench.methods import BROKEN, EMBEDDINGS, METHODS, PLUGINS
+    """Suites, methods, data sets and embeddings, without importing torch."""
+    from importlib import metadata
+
+    import tomllib
+
+    from noprop_bench.data.specs import DATASETS
+    from noprop_bench.methods.catalog import BUILTIN, EMBEDDINGS
     lines = ["suites:"]
-    for name in available_suites():
-        lines.append(f"  {name:14s} {load_suite(name).get('description', '')}")
+    for name, path in paths.builtin_suites().items():
+        lines.append(f"  {name:14s} {tomllib.loads(path.read_text()).get('description', '')}")
     lines.append("methods:")
-    for name, cls in METHODS.items():
-        where = f" [plugin: {cls.__module__}]" if name in PLUGINS else ""
-        lines.append(f"  {name:14s} {cls.summary}{where}")
-    lines += [f"  not loaded: {why}" for why in BROKEN.values()]
+    for name, entry in BUILTIN.items():
+        lines += [f"  {name:20s} {entry.summary}", f"  {'':20s} ({entry.paper})"]
+    for ep in metadata.entry_points(group="noprop_bench.methods"):
+        dist = getattr(ep, "dist", None)
+        lines.append(f"  {ep.name:20s} [plugin from {dist.name if dist else '?'}: {ep.value}]")
     lines.append("data sets:   " + ", ".join(DATASETS))
     lines.append("embeddings:  " + ", ".join(EMBEDDINGS))
     return "\n".join(lines)
 
 
-# Overrides that change what a suite measures (rather than which of its cells run): the outputs of
-# a run with any of these say "scaled", with the reasons, in every row, the metadata and the report.
-SCALING = ("seeds", "train_limit", "test_limit", "holdout", "inference_runs", "eval_points", "precision")
-
-
 def suite_with_overrides(args) -> tuple[dict, dict, tuple[str, ...]]:
-    """The suite as the command line changes it, the --set/--epochs config overrides, and how they
-    scale the suite (empty: they do not)."""
-    from noprop_bench.run.suites import load_suite
+    """The suite as the command line changes it, the --set/--epochs config overrides, and how they change
+    the suite as written (empty: they do not; choosing methods, data sets or embeddings, or adding sweep
+    settings, selects cells of the suite and changes none)."""
     from noprop_bench.methods import METHODS
+    from noprop_bench.run.suites import load_suite
     suite = load_suite(args.suite)
-    scaled = []
+    changed = []
     if args.methods:
         suite["methods"] = list(METHODS) if args.methods == ["all"] else args.methods
     for key in ("datasets", "embeddings", "seeds", "inference_steps", "solvers",
@@ -158,121 +194,121 @@ def suite_with_overrides(args) -> tuple[dict, dict, tuple[str, ...]]:
         was = suite.get(key, "fp32" if key == "precision" else None)
         if key == "precision" and isinstance(was, str):
             was = [was]
-        if key in SCALING and value != was:
+        if key in ("seeds", "train_limit", "test_limit", "holdout", "inference_runs", "eval_points", "precision") \
+                and value != was:
             shown = ",".join(map(str, value)) if isinstance(value, list) else value
             was = ",".join(map(str, was)) if isinstance(was, list) else ("none" if was is None else was)
-            scaled.append(f"{key.replace('_', '-')} {shown} (suite: {was})")
+            changed.append(f"{key.replace('_', '-')} {shown} (suite: {was})")
         suite[key] = value
     config = suite.get("config", {})
     settings = dict(args.settings)
     if args.epochs is not None:
+        clash = [k for k in settings if k.rpartition(".")[2] == "epochs" and settings[k] != args.epochs]
+        if clash:
+            raise ValueError(f"--epochs {args.epochs} and --set {clash[0]}={settings[clash[0]]} disagree; pass one of them")
         settings["epochs"] = args.epochs
     for key, value in settings.items():
         method, _, field = key.rpartition(".")
         tables = [config.get(method, {})] if method else [t for t in config.values() if isinstance(t, dict)]
         was = {config.get(field)} | {t.get(field, config.get(field)) for t in tables}
-        if was != {value}:
+        if isinstance(value, list) or was != {value}:
             before = (tables[0] if method else config).get(field, config.get(field, "Table 3"))
-            scaled.append(f"{key} {value} (suite: {before})")
-    return suite, settings, tuple(scaled)
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            changed.append(f"{key} {shown} (suite: {before})")
+    return suite, settings, tuple(changed)
 
 
 def summary_table(out_dir: Path) -> str:
-    """Final test accuracy of every finished cell in `out_dir`, per method/dataset/embedding/setting:
+    """Final test accuracy of every finished cell in `out_dir`, per configuration and setting:
     mean +/- s.e. over seeds x inference runs."""
     import pandas as pd
+
     from noprop_bench.report import ReportError, load_results
     try:
         df, _ = load_results(out_dir)
     except ReportError:
         return "no finished cells"
-    if df.empty:
-        return "no finished cells"
     last = df[df["step"] == df.groupby("cell_id")["step"].transform("max")]
-    keys = ["method", "dataset", "embedding", "precision", "workers", "threads", "inference_steps", "solver"]
-    keys = [k for k in keys if k in last]  # results from before precision and workers were recorded
-    g = last.groupby(keys, sort=False)
-    table = pd.DataFrame({
-        "epochs": g["epoch"].max(),
-        "n": g["test_acc"].size(),
-        "test_acc": g["test_acc"].mean(),
-        "s.e.": g["test_acc"].sem(),
-        "train_s": g["cum_train_time_s"].mean(),
-    }).reset_index()
-    text = table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.2f}")
-    scaled = sorted(r for r in df["scaled"].unique() if r)
-    if scaled:
-        text += "\nSCALED (not the suite as written): " + " | ".join(scaled)
-    return text
+    keys = ["method", "dataset", "embedding", "config", "precision", "inference_steps", "solver"]
+    g = last.groupby(keys, sort=False, dropna=False)
+    table = pd.DataFrame({"epochs": g["epoch"].max(), "n": g["test_acc"].size(), "test_acc": g["test_acc"].mean(),
+                          "s.e.": g["test_acc"].sem(), "train_s": g["cum_train_time_s"].mean()}).reset_index()
+    table["config"] = table["config"].replace("", "-")
+    return table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.2f}")
 
 
 def dry_run(cells, writer_dir: Path | None) -> str:
     import pandas as pd
+
+    from noprop_bench.run.plan import make_plan
     from noprop_bench.run.results import read_ledger
-    from noprop_bench.run.suites import cell_cost
     done = set()
     if writer_dir is not None and (writer_dir / "cells.jsonl").exists():
         done = {k for k, e in read_ledger(writer_dir / "cells.jsonl").items() if e["error"] is None}
     rows = []
     for c in cells:
-        cfg = c.config
+        cfg, plan = c.config, make_plan(c)
         rows.append({"method": c.method, "dataset": c.dataset, "embedding": c.embedding, "seed": c.seed,
-                     "precision": c.precision,
-                     "epochs": cfg.epochs, "batch": cfg.batch_size, "optim": cfg.optimizer, "lr": cfg.lr,
-                     "wd": cfg.weight_decay, "T": cfg.timesteps, "eta": getattr(cfg, "eta", None),
-                     "runs": c.inference_runs, "K": getattr(cfg, "workers", None),
-                     "threads": getattr(cfg, "threads", None), **cell_cost(c),
-                     "status": "finished" if c.id in done else "to run"})
+                     "precision": c.precision, "epochs": cfg.epochs, "batch": cfg.batch_size, "optim": cfg.optimizer,
+                     "lr": cfg.lr, "wd": cfg.weight_decay, "T": cfg.timesteps, "eta": getattr(cfg, "eta", None),
+                     "runs": c.inference_runs, "config": c.config_label() or "-", **plan.cost(),
+                     "protocol": "paper" if not plan.departures else "scaled",
+                     "status": "finished" if c.id in done else "to-run"})
     df = pd.DataFrame(rows)
     for col in ("train_nfe", "eval_nfe"):
         df[col] = df[col] / 1e6
     df = df.rename(columns={"train_nfe": "train_Mnfe", "eval_nfe": "eval_Mnfe"})
-    todo = df[df["status"] == "to run"]
+    todo = df[df["status"] == "to-run"]
     lines = [df.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"), "",
              f"{len(df)} cell(s), {len(todo)} to run: {todo['train_steps'].sum():,} optimiser steps; "
              f"{todo['train_Mnfe'].sum():,.1f} M network evaluations x images in training (forward), "
              f"{todo['eval_Mnfe'].sum():,.1f} M in evaluation.",
              "Mnfe counts forward passes of one block (discrete methods) or of the CT network per image; "
              "it compares cells, it is not a time."]
-    if cells[0].scaled:
-        lines.append("SCALED (not the suite as written): " + "; ".join(cells[0].scaled))
+    if cells[0].overrides:
+        lines.append("Changed from the suite as written: " + "; ".join(cells[0].overrides))
     return "\n".join(lines)
 
 
-def run(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-
+def run(args, argv: list[str]) -> int:
     from noprop_bench.data import DataError
+    from noprop_bench.data.sources import ensure_available
+    from noprop_bench.methods import BROKEN
+    from noprop_bench.run.plan import make_plan
+    from noprop_bench.run.precision import check_precision, configure_determinism
     from noprop_bench.run.results import ResultWriter, run_metadata
-    from noprop_bench.run.runner import RunOptions, SetupError, resolve_device, run_cells
-    from noprop_bench.measure.flops import ROOF_N, roof
-    from noprop_bench.run.precision import check_precision
-    from noprop_bench.run.suites import expand, load_suite, suite_name
+    from noprop_bench.run.runner import FatalDeviceError, RunOptions, SetupError, resolve_device, run_cells
+    from noprop_bench.run.suites import expand, suite_name
     import torch
 
-    if args.list:
-        print(list_everything())
-        return 0
-    from noprop_bench.methods import BROKEN
     for why in BROKEN.values():  # the built-in methods still run; say once why a plugin does not
         print(f"warning: {why}", file=sys.stderr)
+    name = suite_name(args.suite)
     try:
-        suite, settings, scaled = suite_with_overrides(args)
-        cells = expand(suite_name(args.suite), suite, settings, scaled)
+        suite, settings, changed = suite_with_overrides(args)
+        cells = expand(name, suite, settings, changed)
         if args.dry_run:
-            print(f"suite '{args.suite}': {suite.get('description', '')}")
+            print(f"suite '{name}': {suite.get('description', '')}")
             print(dry_run(cells, args.out))
             return 0
         # with Ray, the device is chosen on each worker; the driver needs none
         device = resolve_device(args.device) if args.executor == "local" else torch.device("cpu")
-        precisions = sorted({c.precision for c in cells})
         if args.executor == "local":
-            for p in precisions:
+            for p in sorted({c.precision for c in cells}):
                 check_precision(p, device)
+            parallel = [c for c in cells if getattr(c.config, "workers", 1) > 1]
+            if device.type == "cuda" and parallel:
+                raise ValueError(f"{parallel[0].label()}: workers = {parallel[0].config.workers} trains its blocks in "
+                                 f"CPU worker processes; on {device} use workers = 1")
+            root = Path(args.data_dir) if args.data_dir else paths.data_dir()
+            for dataset in dict.fromkeys(c.dataset for c in cells):  # every data set there before any cell runs
+                from noprop_bench.data import get_spec
+                ensure_available(get_spec(dataset), root)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        out = args.out or paths.runs_dir() / f"{suite_name(args.suite)}-{stamp}"
+        out = args.out or paths.runs_dir() / f"{name}-{stamp}"
         writer = ResultWriter(out, fresh=args.fresh)
-    except (ValueError, OSError) as e:
+        writer.check_unchanged(cells)
+    except (ValueError, OSError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -281,31 +317,33 @@ def run(argv: list[str]) -> int:
     if writer.dropped_rows:
         print(f"resuming: dropped {writer.dropped_rows} row(s) of unfinished or failed cells", file=sys.stderr)
     todo = [c for c in cells if not writer.done(c.id)]
+    configure_determinism(args.deterministic, device)
     previous = writer.read_metadata()
     meta = run_metadata(argv, device)
     if args.executor == "ray":
         meta["device"] = {"type": "ray", "requested": args.device, "address": args.ray_address,
                           "cpus_per_task": args.ray_cpus_per_task}
-    meta["executor"] = args.executor
-    if args.executor == "local" and todo:  # measured once, before any cell: every row repeats its value
-        meta["roof_gflops"] = {p: roof(device, p) for p in precisions}
-        meta["roof"] = f"{ROOF_N}^3 matrix product per precision (bench/flops.py), GFLOP/s"
-    meta.update(suite=suite_name(args.suite), paper_protocol=bool(load_suite(args.suite).get("paper")) and not scaled,
-                scaled=list(scaled), suite_config=suite, config_overrides=settings, data_dir=args.data_dir,
+    meta.update(executor=args.executor, suite=name, suite_config=suite, config_overrides=settings,
+                changed_from_suite=list(changed), deterministic=args.deterministic, data_dir=args.data_dir,
+                paper_protocol=not any(make_plan(c).departures for c in cells),
                 cells={**(previous or {}).get("cells", {}), **{c.id: c.as_dict() for c in cells}},
                 skipped=[c.id for c in cells if writer.done(c.id)], failed={}, finished=None,
                 previous=[*(previous or {}).pop("previous", []), previous] if previous else [])
     if meta["previous"]:
         meta["previous"][-1].pop("cells", None)  # the union is kept at the top level
+    if args.executor == "local" and todo and not args.no_flops:  # measured once, before any cell
+        from noprop_bench.measure.flops import roof, roof_size
+        meta["roof_gflops"] = {p: roof(device, p) for p in sorted({c.precision for c in todo})}
+        meta["roof"] = f"{roof_size(device)}^3 matrix product per precision (measure/flops.py), GFLOP/s"
     writer.write_metadata(meta)
-    where = f"Ray ({args.ray_address or 'local'})" if args.executor == "ray" else f"{meta['device']['name']} ({device})"
-    print(f"{len(cells)} cell(s) of suite '{args.suite}' on {where}; "
-          f"{len(cells) - len(todo)} already finished in {writer.out_dir}, {len(todo)} to run; "
-          f"writing {writer.csv_path}", file=sys.stderr)
-    if scaled:
-        print("SCALED (not the suite as written): " + "; ".join(scaled), file=sys.stderr)
+    where = f"Ray ({args.ray_address or 'local'})" if args.executor == "ray" else f"{meta['machine']['label']} ({device})"
+    print(f"{len(cells)} cell(s) of suite '{name}' on {where}; {len(cells) - len(todo)} already finished in "
+          f"{writer.out_dir}, {len(todo)} to run; writing {writer.csv_path}", file=sys.stderr)
+    if changed:
+        print("changed from the suite as written: " + "; ".join(changed), file=sys.stderr)
     options = RunOptions(device, args.data_dir, False if args.no_progress else None, not args.no_diagnostics,
-                         not args.no_memory_probe)
+                         not args.no_memory_probe, not args.no_flops, args.deterministic)
+    stopped = None
     try:
         if args.executor == "ray":
             from noprop_bench.run.ray_executor import run_cells_ray
@@ -313,14 +351,18 @@ def run(argv: list[str]) -> int:
                                      args.ray_cpus_per_task, args.ray_max_retries)
         else:
             outcomes = run_cells(todo, options, writer)
-    except (DataError, SetupError) as e:
+    except (SetupError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except FatalDeviceError as e:
+        stopped, outcomes = str(e), []
     except KeyboardInterrupt:
         print(f"\ninterrupted: every finished cell is in {writer.csv_path}; run the same command again "
               f"to resume (the interrupted cell starts over)", file=sys.stderr)
         return 130
-    meta["failed"] = {o.cell.id: o.error for o in outcomes if o.error}
+    from noprop_bench.run.results import read_ledger
+    ledger = read_ledger(writer.ledger_path)
+    meta["failed"] = {k: e["error"] for k, e in ledger.items() if e["error"] and k in {c.id for c in todo}}
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     writer.write_metadata(meta)
 
@@ -334,20 +376,61 @@ def run(argv: list[str]) -> int:
             print(f"report not written: {e}", file=sys.stderr)
     for error in meta["failed"].values():
         print(f"error: {error}", file=sys.stderr)
-    return 1 if meta["failed"] else 0
+    if stopped:
+        print(f"stopped: the device is unusable after this error, so the sweep ended here; run the same command "
+              f"again to resume in a fresh process ({stopped})", file=sys.stderr)
+    return 1 if meta["failed"] or stopped else 0
 
 
-COMMANDS = {"report": "noprop_bench.report", "check": "noprop_bench.report.check"}
+def report(args) -> int:
+    from noprop_bench.report import ReportError, write_report
+    try:
+        out = write_report(args.results_dir, args.out, args.sigmas)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def check(args) -> int:
+    from noprop_bench.report import ReportError
+    from noprop_bench.report.check import THRESHOLDS, check as check_dir, read_thresholds
+    try:
+        failures, passes, notes = check_dir(args.results_dir, read_thresholds(args.thresholds or THRESHOLDS),
+                                            args.floor)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in notes:
+        print(f"note: {line}")
+    for line in passes:
+        print(f"ok    {line}")
+    for line in failures:
+        print(f"FAIL  {line}")
+    print(f"{len(passes)} cell(s) at or above their {args.floor} floor, {len(failures)} below or failed")
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in COMMANDS:
-        import importlib
-        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
-    if argv and argv[0] == "run":
-        argv = argv[1:]
-    return run(argv)
+    if "--list" in argv:
+        print("error: --list is now a command: noprop-bench list", file=sys.stderr)
+        return 2
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        argv = ["run", *argv]  # run is the default command
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse has printed its one-line usage error (or the help)
+        return int(e.code or 0)
+    if args.command == "list":
+        print(list_everything())
+        return 0
+    if args.command == "report":
+        return report(args)
+    if args.command == "check":
+        return check(args)
+    return run(args, argv[1:])
 
 
 if __name__ == "__main__":

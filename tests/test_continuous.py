@@ -132,7 +132,7 @@ def test_fm_predicts_the_nearest_class_embedding(digits):
     target = torch.eye(10)[torch.arange(8) % 10]
     m.velocity = lambda z, x, t, image=None: target - z * 0  # a constant field: z1 = z0 + target
     torch.manual_seed(0)
-    scores = m.predict(torch.zeros(8, 1, 8, 8), steps=4, solver="euler")
+    scores = m.predict(torch.zeros(8, 1, 16, 16), steps=4, solver="euler")
     torch.manual_seed(0)
     z1 = torch.randn(8, 10) + target
     assert torch.allclose(scores, -torch.cdist(z1, torch.eye(10)), atol=1e-5)
@@ -196,14 +196,14 @@ def test_each_solver_integrates_a_known_ode_to_its_order(solver, order):
 def test_bad_step_counts_are_clear_errors(digits, bad):
     m = make("noprop-ct", digits).eval()
     with pytest.raises(ValueError, match="inference steps must be an integer from 1 to 1000"):
-        m.predict(torch.zeros(2, 1, 8, 8), steps=bad)
+        m.predict(torch.zeros(2, 1, 16, 16), steps=bad)
 
 
 @pytest.mark.parametrize("name", ["noprop-ct", "noprop-fm", "adjoint", "backprop-ode"])
 def test_unknown_solver_is_a_clear_error(digits, name):
     m = make(name, digits, timesteps=4).eval()
     with pytest.raises(ValueError, match=f"{name} has no solver 'dopri5'; valid solvers: "):
-        m.predict(torch.zeros(2, 1, 8, 8), solver="dopri5")
+        m.predict(torch.zeros(2, 1, 16, 16), solver="dopri5")
 
 
 @pytest.mark.parametrize("steps", [2, 5, 100, 1000])

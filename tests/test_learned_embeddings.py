@@ -38,7 +38,7 @@ def _first_embed_step_of_pass_2(embed_state):
     """Train pass 1 for a few steps, then take pass 2's first step: W_Embed's move and pass 2's gradient."""
     model = _dt(embedding="dim20", timesteps=2, embed_state=embed_state)
     opt = model.make_optimizer()
-    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
+    x, y = torch.randn(16, 1, 16, 16), torch.arange(16) % 10
     for _ in range(3):
         opt.zero_grad(set_to_none=True)
         model.loss(x, y, 1)[0].backward()

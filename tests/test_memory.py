@@ -1,5 +1,5 @@
-"""Table 2 on any machine (issue 11): the tensor-memory probe, its split, the memory-vs-T grid and the
-report's Table 2."""
+"""Table 2 on any machine: the tensor-memory probe, its split, the memory-vs-T grid and the report's
+Table 2."""
 import pandas as pd
 import pytest
 import torch
@@ -8,7 +8,7 @@ from noprop_bench import cli as run_bench
 from noprop_bench.data import load_data
 from noprop_bench.measure.memory import TensorMemory, probe_training_memory
 from noprop_bench.run.results import TIMING_COLUMNS
-from noprop_bench.report import read_paper, table2, PAPER_TABLE2
+from noprop_bench.report.memory import compute as table2
 from noprop_bench.run.suites import expand, load_suite
 from noprop_bench.methods import get_method
 
@@ -146,19 +146,20 @@ def _rows(method, T, tensor, cuda=None):
             "inference_steps": T, "cell_id": f"{method}-{T}", "tensor_peak_bytes": tensor,
             "mem_parameters_bytes": tensor / 4, "mem_gradients_bytes": tensor / 4,
             "mem_optimizer_state_bytes": tensor / 4, "mem_activations_bytes": tensor / 4,
-            "peak_mem_bytes": cuda if cuda else tensor, "mem_kind": "cuda_max_allocated" if cuda else "tensor_peak"}
+            "peak_mem_bytes": cuda if cuda else tensor, "mem_kind": "cuda_max_allocated" if cuda else "tensor_peak",
+            "config": "" if T == 10 else f"timesteps={T}", "precision": "fp32", "data_bytes": 47e6}
 
 
 def test_table2_ratios_to_backprop_at_the_same_T_else_T10():
     df = pd.DataFrame([_rows("backprop", 10, 2e9), _rows("backprop", 5, 1e9), _rows("noprop-dt", 10, 1e9),
                        _rows("noprop-dt", 5, 0.8e9), _rows("adjoint", 100, 3e9)])
-    t = table2(df, read_paper(PAPER_TABLE2)).set_index(["method", "T"])
+    t = table2(df).set_index(["method", "T"])
     assert t.loc[("noprop-dt", 10), "ratio_to_bp"] == pytest.approx(0.5)
     assert t.loc[("noprop-dt", 5), "ratio_to_bp"] == pytest.approx(0.8)
     assert t.loc[("adjoint", 100), "ratio_to_bp"] == pytest.approx(1.5)     # no back-prop at T = 100
     assert t.loc[("noprop-dt", 10), "paper_ratio_to_bp"] == pytest.approx(0.49 / 0.87)
     assert pd.isna(t.loc[("noprop-dt", 10), "cuda_over_paper"])               # no absolute GB off CUDA
-    cuda = table2(pd.DataFrame([_rows("noprop-dt", 10, 1e9, cuda=0.98e9)]), read_paper(PAPER_TABLE2))
+    cuda = table2(pd.DataFrame([_rows("noprop-dt", 10, 1e9, cuda=0.98e9)]))
     assert cuda.loc[0, "cuda_over_paper"] == pytest.approx(0.98 / 0.49)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from noprop_bench.methods import EMBEDDINGS, METHODS, get_method
-from noprop_bench.methods.base import TABLE3_DATASETS
+from noprop_bench.data import PAPER_DATASETS
 
 
 @pytest.mark.parametrize("embedding", EMBEDDINGS)
@@ -33,7 +33,7 @@ def test_contract(digits, name, embedding):
         assert scores.shape == (32, digits.spec.num_classes) and torch.isfinite(scores).all()
     counts = m.param_counts()
     assert 0 < counts["params_trainable"] <= counts["params_total"]
-    expected_dim = {"one-hot": 10, "dim20": 20, "prototype": 64}[embedding]
+    expected_dim = {"one-hot": 10, "dim20": 20, "prototype": digits.spec.image_dim}[embedding]
     assert m.embed.dim == expected_dim
 
 
@@ -67,7 +67,7 @@ TABLE3 = {
 @pytest.mark.parametrize("name", METHODS)
 def test_table3_defaults(name):
     batch, epochs, optimizer, lr, wd, T, eta = TABLE3[name]
-    configs = [METHODS[name].default_config(d) for d in TABLE3_DATASETS]
+    configs = [METHODS[name].default_config(d) for d in PAPER_DATASETS]
     assert tuple(c.epochs for c in configs) == epochs
     for c in configs:
         assert (c.batch_size, c.optimizer, c.lr, c.weight_decay, c.timesteps) == (batch, optimizer, lr, wd, T)

@@ -7,7 +7,7 @@ from torch import nn
 
 import itertools
 
-from noprop_bench.run.runner import training_steps
+from noprop_bench.run.step import training_steps
 from noprop_bench.methods import METHODS
 from noprop_bench.methods.noprop_dt import NoPropDT, kl_to_standard_normal
 from noprop_bench.methods.schedules import cosine_alpha_bar

@@ -99,18 +99,18 @@ def test_own_label_conv_reads_prototype_labels_with_its_own_filters():
     spec = get_spec("mnist")
     cls = get_method("noprop-dt")
     train = _FakeTrain(spec.image_shape, 10)
-    shared = cls(spec, cls.default_config("mnist", embedding="prototype", timesteps=1), train=train)
-    own = cls(spec, cls.default_config("mnist", embedding="prototype", timesteps=1, label_conv="own"), train=train)
+    shared = cls(spec, cls.default_config("mnist", embedding="prototype", timesteps=1, label_conv="shared"), train=train)
+    own = cls(spec, cls.default_config("mnist", embedding="prototype", timesteps=1), train=train)  # the default
     block = own.blocks[0]
-    assert shared.blocks[0].label_conv is None and block.label_conv is not None
+    assert shared.blocks[0].path.label_conv is None and block.path.label_conv is not None
     x, z = torch.randn(3, *spec.image_shape), torch.randn(3, spec.image_dim)
     block.train()
     block(z, x).sum().backward()
     first = lambda conv: conv[0].weight.grad
-    assert first(block.label_conv).abs().sum() > 0 and first(block.conv).abs().sum() > 0
+    assert first(block.path.label_conv).abs().sum() > 0 and first(block.path.conv).abs().sum() > 0
     # with one-hot labels the key changes nothing: there is no label image
-    onehot = cls(spec, cls.default_config("mnist", timesteps=1, label_conv="own"))
-    assert onehot.blocks[0].label_conv is None
+    onehot = cls(spec, cls.default_config("mnist", timesteps=1))
+    assert onehot.blocks[0].path.label_conv is None
 
 
 # --- NoProp-CT's inputs and t-sampling -----------------------------------------------------------------
@@ -133,7 +133,7 @@ def _ct(**kw):
 def test_scaled_z_input_is_sqrt_alpha_bar_times_z():
     torch.manual_seed(0)
     model = _ct(z_input="scaled")
-    x, z, t = torch.randn(4, 1, 8, 8), torch.randn(4, 10), torch.tensor([0.02, 0.3, 0.7, 0.99])
+    x, z, t = torch.randn(4, 1, 16, 16), torch.randn(4, 10), torch.tensor([0.02, 0.3, 0.7, 0.99])
     ab = model.schedule.alpha_bar(t)
     assert torch.allclose(model.logits(z, x, t), model.net(ab.sqrt()[:, None] * z, x, t), atol=1e-6)
 
@@ -144,7 +144,7 @@ def test_gamma_time_input_feeds_the_normalised_log_snr():
     seen = []
     model.net.register_forward_pre_hook(lambda mod, args: seen.append(args[2]))
     t = torch.tensor([0.0, 0.5, 1.0])
-    model.logits(torch.randn(3, 10), torch.randn(3, 1, 8, 8), t)
+    model.logits(torch.randn(3, 10), torch.randn(3, 1, 16, 16), t)
     cfg = model.config
     expected = (cfg.gamma_1 - model.schedule.gamma(t)) / (cfg.gamma_1 - cfg.gamma_0)
     assert torch.allclose(seen[0], expected)
@@ -157,7 +157,7 @@ def test_cached_image_features_give_the_uncached_predictions(method, solver):
     give the same scores."""
     cls = get_method(method)
     model = cls(get_spec("digits"), cls.default_config("digits", timesteps=4)).eval()
-    x = torch.randn(6, 1, 8, 8)
+    x = torch.randn(6, 1, 16, 16)
     torch.manual_seed(3)
     cached = model.predict(x, solver=solver)
     forward = model.net.forward
@@ -248,18 +248,17 @@ def test_resume_drops_the_diagnostics_of_unfinished_cells(tmp_path):
 
 def test_holdout_rows_are_neither_compared_with_the_paper_nor_gated(tmp_path):
     from noprop_bench.report.check import check, read_thresholds
-    from noprop_bench.report import PAPER_TABLE1, read_paper, table1, load_results
+    from noprop_bench.report.load import ReportError, load
+    from noprop_bench.report.table1 import compute as table1
     out = tmp_path / "h"
     assert run(["--suite", "quick", *TINY, "--methods", "noprop-dt", "--holdout", "150", "--out", out]) == 0
-    # as a suite with its own `holdout` key would write them: not scaled
+    # as a suite with its own `holdout` key would write them: the suite as written
     rows = pd.read_csv(out / "results.csv")
-    rows.assign(scaled="").to_csv(out / "results.csv", index=False)
-    df, _ = load_results(out)
-    t1 = table1(df, read_paper(PAPER_TABLE1), 1.0)
+    rows.assign(overrides="").to_csv(out / "results.csv", index=False)
+    t1 = table1(load(out), 1.0)
     assert set(t1["split"]) == {"holdout"} and t1["paper"].isna().all() and not t1["flag"].any()
     thresholds = tmp_path / "t.csv"
     thresholds.write_text("suite,method,dataset,embedding,min_test_acc\nquick,noprop-dt,digits,one-hot,99\n")
-    from noprop_bench.report import ReportError
     with pytest.raises(ReportError, match="no cell could be checked.*held-out") as e:
         check(out, read_thresholds(thresholds))  # a gate that checks nothing never passes
-    assert "scaled" not in str(e.value)
+    assert "changed suite" not in str(e.value)

@@ -1,10 +1,11 @@
-"""Block-parallel NoProp-DT (bench/parallel.py): the partition, the gathered model, failures, refusals."""
+"""Block-parallel NoProp-DT (methods/parallel_dt.py): the partition, the gathered model, failures, refusals."""
 import pandas as pd
 import pytest
 import torch
 
 from noprop_bench import cli as run_bench
-from noprop_bench.methods.parallel_dt import KILL_ENV, ParallelDT, head_owner, partition, worker_schedule
+from noprop_bench import faults
+from noprop_bench.methods.parallel_dt import ParallelDT, head_owner, partition, worker_schedule
 from noprop_bench.methods.noprop_dt import NoPropDT
 
 
@@ -27,6 +28,7 @@ def test_the_head_gets_as_many_updates_as_in_algorithm_1():
     assert sum(kind == "block" for kind, _ in schedule) == 2 * 3 * 5
 
 
+@pytest.mark.slow  # worker processes each import torch: seconds
 def test_gathered_blocks_are_what_the_workers_trained(digits):
     torch.manual_seed(0)
     cfg = NoPropDT.default_config("digits", timesteps=4, epochs=1, workers=2, threads=1)
@@ -55,6 +57,7 @@ TINY = ["--suite", "quick", "--datasets", "digits", "--train-limit", "300", "--t
         "--no-report", "--no-memory-probe", "--set", "noprop-dt.timesteps=4", "--set", "noprop-dt.threads=1"]
 
 
+@pytest.mark.slow  # worker processes each import torch: seconds
 def test_a_parallel_cell_runs_and_records_k_and_threads(tmp_path):
     out = tmp_path / "r"
     assert run_bench.main([*TINY, "--methods", "noprop-dt", "--set", "workers=2", "--eval-points", "2",
@@ -64,14 +67,20 @@ def test_a_parallel_cell_runs_and_records_k_and_threads(tmp_path):
     assert df["test_acc"].iloc[-1] > 20  # 10 classes: the gathered model has learned (32-36 % here, K = 1 or 2)
 
 
+@pytest.mark.slow  # worker processes each import torch: seconds
 def test_a_dying_worker_fails_its_cell_clearly_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(KILL_ENV, "1:3")  # worker 1 exits at its 4th step
+    marks = tmp_path / "faults"
+    monkeypatch.setenv(faults.ENV, "worker-interval-1:2")  # worker 1 is killed as its second interval starts
+    monkeypatch.setenv(faults.DIR_ENV, str(marks))
     out = tmp_path / "r"
     assert run_bench.main([*TINY, "--methods", "noprop-dt,backprop", "--set", "noprop-dt.workers=2",
-                           "--out", str(out)]) == 1
+                           "--eval-points", "2", "--out", str(out)]) == 1
+    assert list(marks.glob("worker-interval-1-2-*"))  # the fault happened
     err = capsys.readouterr().err
-    assert "noprop-dt/digits/one-hot/seed0: worker 1 (blocks 3-4) died with exit code 3" in err
-    assert set(pd.read_csv(out / "results.csv")["method"]) == {"backprop"}  # the next cell still ran
+    assert "noprop-dt/digits/one-hot/seed0[" in err and "]: worker 1 (blocks 3-4) died with exit code -9" in err
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["method"]) == {"noprop-dt", "backprop"}  # the first point's rows stay; the next cell still ran
+    assert set(df[df["method"] == "noprop-dt"]["step"]) == {df[df["method"] == "noprop-dt"]["step"].min()}
 
 
 @pytest.mark.parametrize("embedding", ["dim20", "prototype"])

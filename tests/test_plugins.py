@@ -46,11 +46,12 @@ def bench(site: Path, *argv: str) -> subprocess.CompletedProcess:
 TINY = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess: seconds
 def test_an_outside_method_runs_reports_and_is_checked_like_a_built_in(tmp_path):
     site = fake_install(tmp_path / "site", "noprop-bench-local-ce", {"local-ce": "noprop_bench_local_ce:LocalCE"},
                         {"noprop_bench_local_ce": EXAMPLE})
-    listed = bench(site, "--list")
-    assert "local-ce" in listed.stdout and "[plugin: noprop_bench_local_ce]" in listed.stdout
+    listed = bench(site, "list")
+    assert "local-ce" in listed.stdout and "[plugin from noprop-bench-local-ce: noprop_bench_local_ce:LocalCE]" in listed.stdout
     out = tmp_path / "run"
     ran = bench(site, *TINY, "--methods", "local-ce,noprop-dt", "--set", "noprop-dt.timesteps=2", "--out", str(out))
     assert ran.returncode == 0, ran.stderr
@@ -107,6 +108,7 @@ def test_each_broken_entry_point_is_one_line_naming_its_distribution(broken_site
         assert reason in broken[name] and "\n" not in broken[name]
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess: seconds
 def test_broken_plugins_leave_the_built_in_methods_running(broken_site, tmp_path):
     ran = bench(broken_site, *TINY, "--methods", "noprop-dt", "--set", "timesteps=2", "--out", str(tmp_path / "r"))
     assert ran.returncode == 0, ran.stderr

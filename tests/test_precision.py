@@ -1,4 +1,4 @@
-"""Precision as a recorded setting (bench/precision.py) and model FLOPs against the roof (bench/flops.py)."""
+"""Precision as a recorded setting (run/precision.py) and model FLOPs against the roof (measure/flops.py)."""
 import json
 import sys
 from pathlib import Path
@@ -24,7 +24,7 @@ def test_precision_is_part_of_the_cell_key():
     fp32, bf16 = expand("quick", suite)
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
     assert fp32.id != bf16.id and fp32.config == bf16.config
-    assert bf16.label().endswith("/bf16")
+    assert "/seed0/bf16" in bf16.label()
 
 
 def test_a_resume_with_another_precision_runs_its_own_cells(tmp_path):
@@ -49,12 +49,14 @@ def test_rows_carry_precision_flops_and_the_roof(tmp_path):
     meta = json.loads((out / "metadata.json").read_text())
     for precision, roof in meta["roof_gflops"].items():
         assert (df[df["precision"] == precision]["roof_gflops"] == roof).all()
-    assert "precision fp32,bf16 (suite: fp32)" in df["scaled"].iloc[0]
+    assert "precision fp32,bf16 (suite: fp32)" in df["overrides"].iloc[0]
+    assert "precision bf16 (protocol: fp32)" in df.loc[df["precision"] == "bf16", "scaled"].iloc[0]
     from noprop_bench.report import write_report
     md = (write_report(out) / "report.md").read_text()
-    assert "## Efficiency: achieved FLOP/s against the device's roof" in md
-    assert "| digits | noprop-dt | bf16 | 1 |" in md and "| digits | noprop-dt | fp32 | 1 |" in md
-    assert "| digits | test | noprop-dt | one-hot | bf16 | 1 |" in md  # Table 1 keeps precisions apart
+    assert "## Efficiency: parameters and achieved FLOP/s" in md
+    config = "epochs=1;timesteps=2"
+    assert f"| digits | noprop-dt | bf16 | {config} | 1 |" in md and f"| digits | noprop-dt | fp32 | {config} | 1 |" in md
+    assert f"| digits | test | noprop-dt | one-hot | {config} | bf16 | 1 |" in md  # Table 1 keeps precisions apart
 
 
 def test_tf32_off_cuda_is_a_clear_error(tmp_path, capsys):
@@ -68,7 +70,7 @@ def test_tf32_off_cuda_is_a_clear_error(tmp_path, capsys):
 
 def test_unknown_precision_is_a_clear_error(tmp_path, capsys):
     assert run_bench.main([*TINY, "--precision", "fp16", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown precision 'fp16'; valid: fp32, tf32, bf16" in capsys.readouterr().err
+    assert "unknown precision 'fp16'; valid: fp32, torch-default, tf32, bf16" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -82,15 +84,15 @@ def local_ce():
 
 
 def test_the_flop_count_of_known_layers(local_ce, digits):
-    """One hidden layer of h units and its classifier, on 8x8 digits (64 inputs), batch B:
-    inference 2(64h + 10h) per image; a training step computes the forward, the weight gradients of both
-    layers and the input gradient of the classifier only (the images need none): 4B(64h) + 6B(10h)."""
+    """One hidden layer of h units and its classifier, on 16x16 digits (256 inputs), batch B:
+    inference 2(256h + 10h) per image; a training step computes the forward, the weight gradients of both
+    layers and the input gradient of the classifier only (the images need none): 4B(256h) + 6B(10h)."""
     h, B = 32, 16
     spec = get_spec("digits")
     method = local_ce(spec, local_ce.default_config("digits", timesteps=1, hidden=h), "cpu")
-    assert count_inference_flops(method, digits.test, None, None, "fp32") == 2 * (64 * h + 10 * h)
+    assert count_inference_flops(method, digits.test, None, None, "fp32") == 2 * (256 * h + 10 * h)
     flops = count_training_flops(method, method.make_optimizer(), digits.train, B, "fp32")
-    assert flops == 4 * B * 64 * h + 6 * B * 10 * h
+    assert flops == 4 * B * 256 * h + 6 * B * 10 * h
     assert count_training_flops(method, method.make_optimizer(), digits.train, B, "bf16") == flops
 
 

@@ -42,7 +42,7 @@ def test_a_malicious_cifar_batch_is_refused_with_the_file_named(tmp_path):
 
 
 def test_the_cli_refuses_a_malicious_cifar_batch_in_one_line_exit_2(tmp_path, capsys):
-    import run_bench
+    from noprop_bench import cli as run_bench
     write_cifar(tmp_path, "cifar10")
     marker = tmp_path / "pwned"
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"

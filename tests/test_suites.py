@@ -1,5 +1,6 @@
-"""Suites as data: the paper suites expand to the paper's cells with Table 3 settings; evaluation
-plans; scaled runs say so everywhere; --dry-run runs and writes nothing."""
+"""Suites as data: the paper suites expand to the paper's cells with Table 3 settings; a cell's plan
+(evaluation points, settings, cost); departures from the paper's protocol and from the suite as written
+say so in every row; --dry-run runs and writes nothing."""
 import json
 
 import pandas as pd
@@ -8,7 +9,8 @@ import pytest
 from noprop_bench import paths
 from noprop_bench import cli as run_bench
 from noprop_bench.data import DATASETS, load_data
-from noprop_bench.run.suites import Cell, available_suites, cell_cost, eval_steps, expand, load_suite, sweep_settings
+from noprop_bench.run.plan import Cell, departures, make_plan
+from noprop_bench.run.suites import available_suites, expand, load_suite
 from noprop_bench.methods import METHODS, get_method
 
 TINY = ["--datasets", "digits", "--train-limit", "200", "--test-limit", "100", "--no-progress"]
@@ -32,7 +34,8 @@ def test_paper_table1_is_every_table1_row_with_table3_settings():
     assert len(cells) == len(ours) * 3  # three seeds each
     for c in cells:
         assert c.config == get_method(c.method).default_config(c.dataset, embedding=c.embedding)
-        assert c.inference_runs == 5 and c.train_accuracy and c.seed in (0, 1, 2) and not c.scaled
+        assert c.inference_runs == 5 and c.train_accuracy and c.seed in (0, 1, 2)
+        assert c.overrides == () and departures(c) == () and c.config_label() == ""
     table3 = {(c.method, c.dataset): (c.config.epochs, c.config.timesteps, c.config.optimizer) for c in cells}
     assert table3[("noprop-dt", "mnist")] == (100, 10, "adamw")
     assert table3[("adjoint", "cifar10")] == (4, 1000, "adamw")
@@ -44,8 +47,13 @@ def test_dry_run_lists_the_cells_and_their_cost_and_writes_nothing(tmp_path, cap
     assert run(["--suite", "paper-table1", "--dry-run", "--out", tmp_path / "x"]) == 0
     out = capsys.readouterr().out
     assert "117 cell(s), 117 to run" in out
-    ct = [line.split() for line in out.splitlines() if line.split()[:2] == ["noprop-ct", "cifar100"]]
-    assert len(ct) == 9 and all(row[4:12] == ["fp32", "1000", "128", "adam", "0.001", "0.001", "1000", "1"] for row in ct)
+    lines = out.splitlines()
+    header = next(line.split() for line in lines if line.split()[:2] == ["method", "dataset"])
+    table = [dict(zip(header, line.split())) for line in lines if len(line.split()) == len(header)][1:]
+    ct = [r for r in table if (r["method"], r["dataset"]) == ("noprop-ct", "cifar100")]
+    assert len(ct) == 9 and all((r["precision"], r["epochs"], r["batch"], r["optim"], r["lr"], r["wd"], r["T"],
+                                 r["runs"], r["protocol"]) == ("fp32", "1000", "128", "adam", "0.001", "0.001", "1000",
+                                                               "5", "paper") for r in ct)
     assert not (tmp_path / "x").exists()
 
 
@@ -53,27 +61,30 @@ def test_cost_counts_steps_points_and_evaluations():
     cfg = METHODS["noprop-ct"].default_config("mnist", epochs=3)
     cell = Cell("s", "noprop-ct", "mnist", 0, cfg, train_limit=1000, test_limit=100, inference_runs=2,
                 inference_steps=(10,), solvers=("rk4",), eval_points=4, train_accuracy=True)
-    cost = cell_cost(cell)
+    cost = make_plan(cell).cost()
     assert cost["train_steps"] == 3 * 8 and cost["eval_points"] == 4
     assert cost["train_nfe"] == 3 * 1000  # one CT network evaluation per training image
     per_eval = 1000 * 2  # 1000 ancestral steps x 2 runs
     assert cost["eval_nfe"] == 100 * (3 * per_eval + per_eval + 10 * 4 * 2) + 1000 * per_eval
 
 
-def test_eval_steps_every_epoch_or_evenly_spaced():
+def test_evaluation_points_every_epoch_or_evenly_spaced():
     cfg = METHODS["noprop-dt"].default_config("digits", epochs=3)
     per_epoch = 10 * 2  # T stages x ceil(200 / 128) batches
-    assert eval_steps(Cell("s", "noprop-dt", "digits", 0, cfg), 200) == [20, 40, 60]
-    assert eval_steps(Cell("s", "noprop-dt", "digits", 0, cfg, eval_points=4), 200) == [15, 30, 45, 60]
-    assert eval_steps(Cell("s", "noprop-dt", "digits", 0, cfg, eval_points=500), 200) == list(range(1, 3 * per_epoch + 1))
+    plan = make_plan(Cell("s", "noprop-dt", "digits", 0, cfg), 200)
+    assert plan.points == (20, 40, 60) and plan.steps_per_epoch == per_epoch
+    assert make_plan(Cell("s", "noprop-dt", "digits", 0, cfg, eval_points=4), 200).points == (15, 30, 45, 60)
+    assert make_plan(Cell("s", "noprop-dt", "digits", 0, cfg, eval_points=500), 200).points == tuple(range(1, 3 * per_epoch + 1))
+    assert [plan.epoch_at(p) for p in (15, 20, 30)] == [0.75, 1, 1.5]
 
 
 def test_sweep_settings_skip_the_default_and_rules_a_method_lacks():
     cfg = METHODS["noprop-fm"].default_config("mnist", timesteps=20)
     cell = Cell("s", "noprop-fm", "mnist", 0, cfg, inference_steps=(2, 20), solvers=("ancestral", "euler", "rk4"))
-    assert sweep_settings(cell) == [(2, "euler"), (2, "rk4"), (20, "rk4")]
+    assert make_plan(cell).final_settings == ((2, "euler"), (2, "rk4"), (20, "rk4"))
+    assert make_plan(cell).settings_at(5) == [("default", (20, "euler"))]  # not the last point: no sweep
     dt = Cell("s", "noprop-dt", "mnist", 0, METHODS["noprop-dt"].default_config("mnist"), inference_steps=(2,))
-    assert sweep_settings(dt) == []
+    assert make_plan(dt).final_settings == ()
 
 
 def test_exclude_and_bad_suite_values_are_clear_errors():
@@ -110,23 +121,39 @@ def test_suite_size_is_the_declared_dataset_size(digits):
     assert (len(digits.train), len(digits.test)) == (DATASETS["digits"].n_train, DATASETS["digits"].n_test)
 
 
-def test_a_scaled_run_says_so_in_every_row_and_the_metadata(tmp_path, capsys):
+def test_a_changed_suite_and_a_departure_from_the_protocol_say_so_in_every_row(tmp_path, capsys):
     out = tmp_path / "s"
     assert run(["--suite", "quick", *TINY, "--epochs", "2", "--seeds", "1", "--out", out]) == 0
-    df = pd.read_csv(out / "results.csv")
-    assert df["scaled"].str.contains("epochs 2 \\(suite: 1\\)").all()
-    assert df["scaled"].str.contains("train-limit 200 \\(suite: 6000\\)").all()
-    assert df["scaled"].str.contains("seeds 1 \\(suite: 0\\)").all()
+    df = pd.read_csv(out / "results.csv", dtype=str).fillna("")
+    for changed in ("epochs 2 (suite: 1)", "train-limit 200 (suite: 6000)", "seeds 1 (suite: 0)"):
+        assert df["overrides"].str.contains(changed, regex=False).all()
+    for departure in ("epochs 2 (default 100)", "train-limit 200 (paper: the full split)",
+                      "data set digits is not in Table 3"):
+        assert df["scaled"].str.contains(departure, regex=False).all()
+    assert (df["config"] == "epochs=2").all()
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["scaled"] and meta["paper_protocol"] is False
-    assert "SCALED" in capsys.readouterr().out
+    assert meta["changed_from_suite"] and meta["paper_protocol"] is False
+    assert "changed from the suite as written: seeds 1 (suite: 0)" in capsys.readouterr().err
+
+
+def test_a_paper_cell_has_no_departures_and_each_change_is_one():
+    cfg = METHODS["noprop-ct"].default_config("cifar10")
+    cell = Cell("s", "noprop-ct", "cifar10", 2, cfg, eval_points=20, inference_runs=5)
+    assert departures(cell) == ()  # seeds, evaluation points and inference runs are not departures
+    changed = Cell("s", "noprop-ct", "cifar10", 2, METHODS["noprop-ct"].default_config("cifar10", epochs=3, lr=5e-4),
+                   train_limit=100, precision="bf16")
+    assert departures(changed) == ("epochs 3 (default 500)", "lr 0.0005 (default 0.001)",
+                                   "train-limit 100 (paper: the full split)", "precision bf16 (protocol: fp32)")
+    variant = Cell("s", "noprop-ct-reweighted", "mnist", 0, METHODS["noprop-ct-reweighted"].default_config("mnist"))
+    assert departures(variant) == ("method noprop-ct-reweighted is not in the paper",)
 
 
 def test_selecting_cells_is_not_scaling(tmp_path):
-    suite, settings, scaled = run_bench.suite_with_overrides(run_bench.build_parser().parse_args(
-        ["--suite", "paper-table1", "--methods", "noprop-dt", "--datasets", "mnist", "--embeddings", "one-hot"]))
-    assert scaled == () and settings == {}
-    cells = expand("paper-table1", suite, settings, scaled)
+    args = run_bench.build_parser().parse_args(["run", "--suite", "paper-table1", "--methods", "noprop-dt",
+                                                "--datasets", "mnist", "--embeddings", "one-hot"])
+    suite, settings, changed = run_bench.suite_with_overrides(args)
+    assert changed == () and settings == {}
+    cells = expand("paper-table1", suite, settings, changed)
     assert [c.id for c in cells] == [c.id for c in expand("paper-table1", load_suite("paper-table1"))
                                      if (c.method, c.dataset, c.embedding) == ("noprop-dt", "mnist", "one-hot")]
 

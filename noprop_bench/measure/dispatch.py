@@ -1,12 +1,13 @@
 """What one training step asks of the device: ATen dispatches, host reads and host-to-device copies.
 
-On a GPU every ATen dispatch is a kernel launch (or more), every host read (`.item()`, `bool(t)`,
-`nonzero`, a device-to-host copy) stalls the host until the device has drained its queue, and every
+On a GPU every ATen dispatch is a kernel launch (or more), every host read of a device tensor
+(`.item()`, `bool(t)`, `nonzero`) stalls the host until the device has drained its queue, and every
 copy from host memory to the device is a transfer the step waits on. `StepAudit` counts the first and
-records the others with the line of Python that caused them, on any device, so a CPU-only machine
-can tell what a training step would cost in launches and synchronisations on a GPU.
+records the others with the line of Python that caused them. Run on torch's `meta` device (no data,
+no GPU needed) it tells what a training step would cost in launches and synchronisations on a GPU:
+reads of CPU tensors (an optimiser's step counter) are host work there too and are not counted.
 
-With `answer_grid_reads=True` (for the `meta` device, which has no data) it also answers host reads of
+With `answer_grid_reads=True` (for the `meta` device, or a faked `cuda` one: no data) it also answers host reads of
 small tensors built only from deterministic factories (`linspace`, `arange`, `zeros`, `full`, ...) and
 ops on them: the time grids of torchdiffeq's fixed-grid solvers. Such a read is still recorded (on a GPU
 it is a synchronisation); a read of anything else on `meta` raises, as it would be a read of model data.
@@ -32,7 +33,7 @@ FACTORIES = {aten.linspace.default, aten.arange.default, aten.arange.start, aten
              aten.zeros.default, aten.ones.default, aten.full.default, aten.scalar_tensor.default,
              aten.empty.memory_format}
 SHADOW_LIMIT = 4096  # elements: grids and scalars, never a batch
-_HERE = (str(Path(__file__).resolve()), str(Path(torch.__file__).resolve().parent))
+_HERE = (str(Path(__file__).resolve()), str(Path(torch.__file__).resolve().parent) + "/")
 
 
 def call_site() -> str:
@@ -93,10 +94,11 @@ class StepAudit(TorchDispatchMode):
         self.dispatches += 1
         self.ops[func.__name__] += 1
         flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        if func in HOST_READS:
+        if func in HOST_READS and any(a.device.type != "cpu" for a in flat):  # a CPU tensor's value is on the host
             self.host_reads[call_site()] += 1
             if self.answer_grid_reads and flat and all(id(a) in self._shadow for a in flat):
-                return func(*tree_map(self._cpu, args), **tree_map(self._cpu, kwargs))
+                with _real():
+                    return func(*tree_map(self._cpu, args), **tree_map(self._cpu, kwargs))
         elif func in (aten._to_copy.default, aten.copy_.default):
             src = args[1] if func is aten.copy_.default else args[0]
             dst = args[0].device if func is aten.copy_.default else kwargs.get("device", src.device)
@@ -105,9 +107,10 @@ class StepAudit(TorchDispatchMode):
         out = func(*args, **kwargs)
         if self.answer_grid_reads:
             shadowable = all(id(a) in self._shadow for a in flat) and (flat or func in FACTORIES)
-            if shadowable and any(_device(t) == "meta" for t in tree_flatten(out)[0]):
+            if shadowable and any(_device(t) not in (None, "cpu") for t in tree_flatten(out)[0]):
                 cpu_kwargs = {k: ("cpu" if k == "device" else v) for k, v in tree_map(self._cpu, kwargs).items()}
-                self._remember(out, func(*tree_map(self._cpu, args), **cpu_kwargs))
+                with _real():
+                    self._remember(out, func(*tree_map(self._cpu, args), **cpu_kwargs))
         return out
 
     def _cpu(self, a):
@@ -116,6 +119,12 @@ class StepAudit(TorchDispatchMode):
     def summary(self) -> dict:
         return {"dispatches": self.dispatches, "host_reads": sum(self.host_reads.values()),
                 "h2d_copies": sum(self.h2d_copies.values())}
+
+
+def _real():
+    """Real tensors for the shadow computations, also under a FakeTensorMode (a faked `cuda` device)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    return unset_fake_temporarily()
 
 
 @contextlib.contextmanager
@@ -146,32 +155,50 @@ def audit_training_step(method, optimizer, split, batch_size: int, stage, precis
     return audit
 
 
+def on_device(cls, spec, config, device, split):
+    """(method, optimiser, split) of `cls` on `device` (e.g. `meta`): built on the CPU from a CPU split
+    (prototype embeddings need real images), then moved, with the runner's layout."""
+    from noprop_bench.data import Split
+    from noprop_bench.run.precision import fast_layout
+    method = cls(spec, config, "cpu", train=split)
+    method = fast_layout(method.to(device))
+    method.device = torch.device(device)
+    moved = Split(*(t.to(device) for t in (split.images, split.labels, split._mean, split._std)))
+    return method, method.make_optimizer(), moved
+
+
+def tiny_split(spec, n: int = 256, seed: int = 0):
+    """n random images of `spec`'s shape, labels cycling over its classes (CPU)."""
+    from noprop_bench.data import Split
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, *spec.image_shape), dtype=torch.uint8, generator=g)
+    c = spec.image_shape[0]
+    return Split(images, torch.arange(n) % spec.num_classes, torch.full((1, c, 1, 1), 0.5), torch.full((1, c, 1, 1), 0.25))
+
+
 def per_method_counts(methods=None, embedding: str = "one-hot", batch_size: int = 128, ode_steps: int = 10) -> list[dict]:
-    """Dispatches, host reads and host-to-device copies of one training step of each method (its first
-    stage and, for multi-stage methods, its last), after a warm-up step, on the CPU with MNIST's shapes.
-    Continuous-time methods run with T = `ode_steps` (the neural ODEs' counts grow in proportion to T;
-    back-prop through the solver at Table 3's T = 1000 needs tens of GB)."""
-    from noprop_bench.data import DATASETS, Split
+    """Dispatches, host reads of device tensors and host-to-device copies of one training step of each
+    method (its first stage and, for multi-stage methods, its last), after a warm-up step, on the `meta`
+    device with MNIST's shapes. Continuous-time methods run with T = `ode_steps` (the neural ODEs'
+    counts grow in proportion to T)."""
+    from noprop_bench.data import DATASETS
     from noprop_bench.methods import METHODS
     spec = DATASETS["mnist"]
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (256, *spec.image_shape), dtype=torch.uint8, generator=g)
-    split = Split(images, torch.arange(256) % 10, torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    split = tiny_split(spec)
     rows = []
     for name in methods or METHODS:
         cls = METHODS[name]
         torch.manual_seed(0)
         overrides = {"timesteps": ode_steps} if cls.continuous else {}
         config = cls.default_config("mnist", embedding=embedding, **overrides)
-        method = cls(spec, config, "cpu", train=split)
-        optimizer = method.make_optimizer()
+        method, optimizer, moved = on_device(cls, spec, config, "meta", split)
         stages = method.stages()
         for stage in dict.fromkeys([stages[0], stages[-1]]):
-            audit_training_step(method, optimizer, split, batch_size, stage)  # warm-up: optimiser state exists
-            audit = audit_training_step(method, optimizer, split, batch_size, stage)
+            audit_training_step(method, optimizer, moved, batch_size, stage, answer_grid_reads=True)  # warm-up
+            audit = audit_training_step(method, optimizer, moved, batch_size, stage, answer_grid_reads=True)
             sites = "; ".join(f"{site} x{n}" for site, n in audit.host_reads.most_common())
-            rows.append({"method": name, "embedding": embedding, "T": config.timesteps, "stage": stage, **audit.summary(),
-                         "host_read_sites": sites})
+            rows.append({"method": name, "embedding": embedding, "T": config.timesteps, "stage": stage,
+                         **audit.summary(), "host_read_sites": sites})
     return rows
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from noprop_bench.methods.base import Method
 from noprop_bench.methods.nets import DiscreteConfig, discrete_model
+from noprop_bench.methods import catalog
 
 
 @dataclass
@@ -30,7 +31,7 @@ class BackpropConfig(DiscreteConfig):
 
 class Backprop(Method):
     name = "backprop"
-    summary = "back-prop baseline: the same blocks chained (Eqs. 17-19), trained end to end"
+    summary = catalog.summary("backprop")
     default_solver = "chain"  # Eq. 18, the only rule
     Config = BackpropConfig
     TABLE3 = {"mnist": {"epochs": 100}, "cifar10": {"epochs": 150}, "cifar100": {"epochs": 150}}
@@ -40,6 +41,9 @@ class Backprop(Method):
         self.embed, self.blocks, self.head = discrete_model(spec, config, train)
         self.w = nn.Parameter(torch.full((config.timesteps,), math.atanh(config.a_init)))
         self.to(self.device)
+
+    def block(self):
+        return self.blocks[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.randn(len(x), self.embed.dim, device=x.device)

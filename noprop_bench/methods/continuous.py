@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from noprop_bench.methods.base import Method, MethodConfig
 from noprop_bench.methods.embeddings import LabelEmbedding, make_embedding
 from noprop_bench.methods.heads import make_head
-from noprop_bench.methods.nets import conv_features, conv_stack
+from noprop_bench.methods.nets import ImageConfig, ImagePath
 
 # torchdiffeq fixed-grid solvers offered for inference sweeps, with function evaluations per step.
 SOLVERS = {"euler": 1, "midpoint": 2, "heun2": 2, "rk4": 4}
@@ -52,7 +52,7 @@ def time_embedding(t: torch.Tensor, dim: int = 64) -> torch.Tensor:
 
 
 @dataclass
-class ContinuousConfig(MethodConfig):
+class ContinuousConfig(ImageConfig):
     timesteps: int = 1000  # inference steps (Table 3), 1 to MAX_STEPS
 
     def validate(self) -> None:
@@ -63,6 +63,9 @@ class ContinuousConfig(MethodConfig):
 class ContinuousMethod(Method):
     """Base of the continuous-time methods: any step count, several solvers, one network per step."""
     continuous = True
+
+    def block(self):
+        return self.net  # the continuous-time model of Figure 6 (right), Table 5's "continuous-time model"
 
     def inference_setting(self, steps: int | None, solver: str | None) -> tuple[int, str]:
         """predict()'s arguments, defaulted and checked: (steps, solver)."""
@@ -84,18 +87,15 @@ class CTNet(nn.Module):
     """Figure 6 right: [conv stack -> FC256 -> ReLU] + [z -> FC256 -> ReLU] + [emb(t) -> FC256 -> ReLU],
     concatenated -> FC256 -> ReLU -> FC128 -> ReLU -> FC(m). No batch norm (Figure 6 caption).
 
-    An image-sized z (prototype embeddings) goes through the same conv module as x, as in NoProp-DT.
+    An image-sized z (prototype embeddings) goes through a conv stack first (nets.ImagePath, label_conv).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int):
+    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int, config: ImageConfig):
         super().__init__()
-        self.image_shape = image_shape
         c, h, w = image_shape
-        flat = conv_features(image_shape)
-        self.conv = conv_stack(c)
-        self.image_fc = nn.Sequential(nn.Linear(flat, 256), nn.ReLU())
-        self.label_is_image = embed_dim == c * h * w
-        self.label_fc = nn.Sequential(nn.Linear(flat if self.label_is_image else embed_dim, 256), nn.ReLU())
+        self.path = ImagePath(image_shape, embed_dim == c * h * w, config)
+        self.image_fc = nn.Sequential(nn.Linear(self.path.flat, 256), nn.ReLU())
+        self.label_fc = nn.Sequential(nn.Linear(self.path.flat if self.path.label_is_image else embed_dim, 256), nn.ReLU())
         self.time_fc = nn.Sequential(nn.Linear(64, 256), nn.ReLU())
         self.head = nn.Sequential(nn.Linear(768, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
                                   nn.Linear(128, num_classes))
@@ -103,27 +103,28 @@ class CTNet(nn.Module):
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         """The image path alone, FC256-ReLU(conv(x)): the same at every step of one inference, so
         samplers compute it once per batch and pass it as `image` (identical outputs in eval mode)."""
-        return self.image_fc(self.conv(x))
+        return self.image_fc(self.path.conv(x))
 
     def forward(self, z: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
                 image: torch.Tensor | None = None) -> torch.Tensor:
-        if t.ndim == 0:
-            t = t.expand(len(z))
         if image is not None:
-            hz = self.label_fc(self.conv(z.view(-1, *self.image_shape)) if self.label_is_image else z)
-        elif self.label_is_image:
-            fx, fz = self.conv(torch.cat([x, z.view(-1, *self.image_shape)])).chunk(2)
+            hz = self.label_fc(self.path.label(z) if self.path.label_is_image else z)
+        elif self.path.label_is_image:
+            fx, fz = self.path.both(x, z)
             image, hz = self.image_fc(fx), self.label_fc(fz)
         else:
-            image, hz = self.image_fc(self.conv(x)), self.label_fc(z)
-        h = torch.cat([image, hz, self.time_fc(time_embedding(t.to(z.dtype)))], dim=1)
-        return self.head(h)
+            image, hz = self.image_fc(self.path.conv(x)), self.label_fc(z)
+        if t.ndim == 0:  # one time for the whole batch (a solver step): embed it once
+            emb = self.time_fc(time_embedding(t.reshape(1).to(z.dtype))).expand(len(z), -1)
+        else:
+            emb = self.time_fc(time_embedding(t.to(z.dtype)))
+        return self.head(torch.cat([image, hz, emb], dim=1))
 
 
 def build_ct_model(spec, config, train=None) -> tuple[LabelEmbedding, CTNet, nn.Linear]:
     """W_Embed, the one CT network and the linear head p_hat_theta_out (methods/heads.py)."""
     embed = make_embedding(config, spec, train)
-    return embed, CTNet(spec.image_shape, embed.dim, spec.num_classes), make_head(config, embed)
+    return embed, CTNet(spec.image_shape, embed.dim, spec.num_classes, config), make_head(config, embed)
 
 
 class LearnedSchedule(nn.Module):
@@ -159,10 +160,11 @@ class LearnedSchedule(nn.Module):
         return (s * w2).sum(-1), (s * (1 - s) * w1 * w2).sum(-1)  # b2 cancels in gamma_bar
 
     def gamma_and_slope(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """gamma(t) and gamma'(t) (<= 0)."""
-        g, dg = self._tilde(t)
-        g0, _ = self._tilde(torch.zeros((), device=t.device))
-        g1, _ = self._tilde(torch.ones((), device=t.device))
+        """gamma(t) and gamma'(t) (<= 0), t of any shape: one evaluation of the network, at t, 0 and 1
+        together (a training step calls this once)."""
+        flat = t.reshape(-1)
+        g, dg = self._tilde(torch.cat([flat, flat.new_zeros(1), flat.new_ones(1)]))
+        g, dg, g0, g1 = g[:-2].reshape(t.shape), dg[:-2].reshape(t.shape), g[-2], g[-1]
         span = self.gamma_1 - self.gamma_0
         gamma_bar = (g - g0) / (g1 - g0)
         return self.gamma_0 + span * (1 - gamma_bar), -span * dg / (g1 - g0)
@@ -173,11 +175,20 @@ class LearnedSchedule(nn.Module):
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(-self.gamma(t))
 
+    @staticmethod
+    def snr_slope(gamma: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        """SNR'(t) = -gamma'(t) exp(-gamma(t)) (>= 0), from gamma(t) and gamma'(t)."""
+        return -slope * torch.exp(-gamma)
+
     def snr_and_slope(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SNR(t) = exp(-gamma(t)) and SNR'(t) = -gamma'(t) exp(-gamma(t)) (>= 0)."""
+        """SNR(t) = exp(-gamma(t)) and SNR'(t)."""
         gamma, slope = self.gamma_and_slope(t)
-        snr = torch.exp(-gamma)
-        return snr, -slope * snr
+        return torch.exp(-gamma), self.snr_slope(gamma, slope)
+
+    def end_alpha_bars(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha_bar(0) and alpha_bar(1): gamma_bar is 0 at t = 0 and 1 at t = 1 by construction, so the
+        endpoints are the parameters themselves (no evaluation of the network)."""
+        return torch.sigmoid(-self.gamma_1), torch.sigmoid(-self.gamma_0)
 
 
 class CountedField(nn.Module):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-EMBEDDINGS = ("one-hot", "dim20", "prototype")
+from noprop_bench.methods.catalog import EMBEDDINGS
+
 DIM20_ROWS = ("paper", "unit")
 
 

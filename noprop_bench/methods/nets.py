@@ -1,12 +1,15 @@
-"""The networks of Figure 6 (reference section 7).
+"""The networks of Figure 6 (reference section 7): the image path every model shares, and the NoProp-DT
+block (left); the continuous-time model (right) is in continuous.py.
 
-OUR CHOICES where the figure is silent: 3x3 convolutions with padding 1 and stride 1 (so the flatten
-size is 128 * H/4 * W/4: 6272 on MNIST, 8192 on CIFAR), PyTorch's default initialisation of the blocks,
-and, for image-sized embeddings, the noised label goes through the *same* conv module as x (shared
-weights, one batched call; `label_conv = "own"` gives it a conv stack of its own) followed by its own
-FC(256) + BN.
-
-The linear head p_hat_theta_out is made by methods/heads.py (`head_init`).
+Two choices the figure leaves open, settled by the paper's v2 Table 5 (parameters per block, reference
+section 14), whose 18 entries all come out within 0.005 M only with:
+  conv_padding = 0   unpadded ("valid") 3x3 convolutions: 28 -> 26 -> pool 13 -> 11 -> 9 -> pool 4 on MNIST
+                     (flatten 128*4*4 = 2048), 32 -> ... -> 5 on CIFAR (3200). Padding 1 (flatten 128*H/4*W/4)
+                     makes every block about 2.2x larger; it stays reachable as --set conv_padding=1
+  label_conv = "own" an image-sized noised label (prototype embeddings) goes through a conv stack of its
+                     own, of the same shape as x's ("the same convolutional module", Section 2.3.2, read as the
+                     same architecture); "shared" feeds it through x's stack (one set of filters for both)
+PyTorch's default initialisation; the linear head p_hat_theta_out is made by methods/heads.py.
 """
 from __future__ import annotations
 
@@ -15,39 +18,87 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from noprop_bench.methods.base import MethodConfig
 from noprop_bench.methods.embeddings import DIM20_ROWS, LabelEmbedding, make_embedding
 from noprop_bench.methods.heads import HeadConfig, make_head
 
-LABEL_CONVS = ("shared", "own")
+LABEL_CONVS = ("own", "shared")
+PADDINGS = (0, 1)
 
 
 @dataclass
-class DiscreteConfig(HeadConfig):
+class ImageConfig(MethodConfig):
+    """How images (and image-sized labels) enter every Figure-6 model."""
+    conv_padding: int = 0       # 0: valid 3x3 convolutions (Table 5); 1: "same" padding
+    label_conv: str = "own"     # image-sized labels (prototype): a conv stack of their "own", or x's ("shared")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.conv_padding not in PADDINGS:
+            raise ValueError(f"config 'conv_padding' must be 0 (valid) or 1 (same), got {self.conv_padding!r}")
+        if self.label_conv not in LABEL_CONVS:
+            raise ValueError(f"config 'label_conv' must be one of {', '.join(LABEL_CONVS)}, got {self.label_conv!r}")
+
+
+@dataclass
+class DiscreteConfig(HeadConfig, ImageConfig):
     """What NoProp-DT and its back-prop baseline share: the "identical model structures" of the paper."""
-    label_conv: str = "shared"  # image-sized labels (prototype): "shared" conv with x, or the block's "own"
     dim20_rows: str = "paper"   # dim20 rows as drawn ("paper"), or rescaled to norm 1 ("unit"); embeddings.py
 
     def validate(self) -> None:
         super().validate()
-        if self.label_conv not in LABEL_CONVS:
-            raise ValueError(f"config 'label_conv' must be one of {', '.join(LABEL_CONVS)}, got {self.label_conv!r}")
         if self.dim20_rows not in DIM20_ROWS:
             raise ValueError(f"config 'dim20_rows' must be one of {', '.join(DIM20_ROWS)}, got {self.dim20_rows!r}")
 
 
-def conv_stack(in_channels: int) -> nn.Sequential:
+def conv_stack(in_channels: int, padding: int = 0) -> nn.Sequential:
     """conv32-ReLU-pool-drop, conv64-ReLU-drop (no pool), conv128-ReLU-pool-drop, flatten."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Dropout(0.2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
+        nn.Conv2d(in_channels, 32, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
+        nn.Conv2d(32, 64, 3, padding=padding), nn.ReLU(), nn.Dropout(0.2),
+        nn.Conv2d(64, 128, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
         nn.Flatten(),
     )
 
 
-def conv_features(image_shape: tuple[int, int, int]) -> int:
+def conv_features(image_shape: tuple[int, int, int], padding: int = 0) -> int:
+    """The flattened size of conv_stack's output for one image."""
     c, h, w = image_shape
-    return 128 * (h // 4) * (w // 4)
+    shrink = 2 - 2 * padding  # each 3x3 convolution loses this many pixels per side pair
+    sizes = []
+    for side in (h, w):
+        side = ((side - shrink) // 2 - shrink - shrink) // 2
+        sizes.append(side)
+    if min(sizes) < 1:
+        raise ValueError(f"images of {h}x{w} are too small for conv_padding={padding} (three 3x3 convolutions and "
+                         f"two 2x2 pools); use --set conv_padding=1")
+    return 128 * sizes[0] * sizes[1]
+
+
+class ImagePath(nn.Module):
+    """The conv stack for x, and, for an image-sized label, either its own stack or x's: features(x) and
+    label_features(z), each flattened."""
+
+    def __init__(self, image_shape: tuple[int, int, int], label_is_image: bool, config: ImageConfig):
+        super().__init__()
+        self.image_shape = image_shape
+        self.flat = conv_features(image_shape, config.conv_padding)
+        self.conv = conv_stack(image_shape[0], config.conv_padding)
+        own = label_is_image and config.label_conv == "own"
+        self.label_conv = conv_stack(image_shape[0], config.conv_padding) if own else None
+        self.label_is_image = label_is_image
+
+    def both(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened conv features of x and of the image-sized label z (one batched call when shared)."""
+        z = z.view(-1, *self.image_shape)
+        if self.label_conv is not None:
+            return self.conv(x), self.label_conv(z)
+        fx, fz = self.conv(torch.cat([x, z])).chunk(2)
+        return fx, fz
+
+    def label(self, z: torch.Tensor) -> torch.Tensor:
+        """Conv features of an image-sized label alone (when x's are already known)."""
+        return (self.label_conv or self.conv)(z.view(-1, *self.image_shape))
 
 
 class LabelMLP(nn.Module):
@@ -67,20 +118,13 @@ class LabelMLP(nn.Module):
 class DTBlock(nn.Module):
     """One NoProp-DT block u_hat_t(z_{t-1}, x) of Figure 6 left; returns class logits [B, m]."""
 
-    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int,
-                 label_conv: str = "shared"):
+    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int, config: ImageConfig):
         super().__init__()
-        self.image_shape = image_shape
         c, h, w = image_shape
-        flat = conv_features(image_shape)
-        self.conv = conv_stack(c)
-        # "own": a second conv stack for an image-sized label, so the noised label image does not
-        # share (and pull on) the filters that read x
-        self.label_conv = conv_stack(c) if label_conv == "own" and embed_dim == c * h * w else None
-        self.image_fc = nn.Sequential(nn.Linear(flat, 256), nn.BatchNorm1d(256))
-        self.label_is_image = embed_dim == c * h * w
-        if self.label_is_image:
-            self.label_path = nn.Sequential(nn.Linear(flat, 256), nn.BatchNorm1d(256))
+        self.path = ImagePath(image_shape, embed_dim == c * h * w, config)
+        self.image_fc = nn.Sequential(nn.Linear(self.path.flat, 256), nn.BatchNorm1d(256))
+        if self.path.label_is_image:
+            self.label_path = nn.Sequential(nn.Linear(self.path.flat, 256), nn.BatchNorm1d(256))
         else:
             self.label_path = LabelMLP(embed_dim)
         self.head = nn.Sequential(
@@ -90,24 +134,20 @@ class DTBlock(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.label_conv is not None:
-            fx, fz = self.conv(x), self.label_conv(z.view(-1, *self.image_shape))
-            hx, hz = self.image_fc(fx), self.label_path(fz)
-        elif self.label_is_image:
-            feats = self.conv(torch.cat([x, z.view(-1, *self.image_shape)]))
-            fx, fz = feats.chunk(2)
+        if self.path.label_is_image:
+            fx, fz = self.path.both(x, z)
             hx, hz = self.image_fc(fx), self.label_path(fz)
         else:
-            hx, hz = self.image_fc(self.conv(x)), self.label_path(z)
+            hx, hz = self.image_fc(self.path.conv(x)), self.label_path(z)
         return self.head(torch.cat([hx, hz], dim=1))
 
 
 def discrete_model(spec, config, train=None) -> tuple[LabelEmbedding, nn.ModuleList, nn.Linear]:
     """W_Embed, T Figure-6-left blocks and the linear head p_hat_theta_out (NoProp-DT and back-prop).
 
-    `train` (a noprop_bench.data.Split) is needed only to initialise prototype embeddings.
+    `train` (a data.device.Split) is needed only to initialise prototype embeddings.
     """
-    m = spec.num_classes
     embed = make_embedding(config, spec, train)
-    blocks = nn.ModuleList(DTBlock(spec.image_shape, embed.dim, m, config.label_conv) for _ in range(config.timesteps))
+    blocks = nn.ModuleList(DTBlock(spec.image_shape, embed.dim, spec.num_classes, config)
+                           for _ in range(config.timesteps))
     return embed, blocks, make_head(config, embed)

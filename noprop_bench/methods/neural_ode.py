@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noprop_bench.methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, build_ct_model, integrate
+from noprop_bench.methods import catalog
 
 
 @dataclass
@@ -91,10 +92,10 @@ class NeuralODE(ContinuousMethod):
 
 class Adjoint(NeuralODE):
     name = "adjoint"
-    summary = "adjoint neural ODE: the CT network as a vector field, odeint_adjoint (Chen et al. 2018)"
+    summary = catalog.summary("adjoint")
     adjoint = True
 
 
 class BackpropODE(NeuralODE):
     name = "backprop-ode"
-    summary = "the same neural ODE trained by back-propagating through the unrolled solver (odeint)"
+    summary = catalog.summary("backprop-ode")

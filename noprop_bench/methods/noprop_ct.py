@@ -34,6 +34,7 @@ from noprop_bench.methods.continuous import (SOLVERS, ContinuousConfig, Continuo
 from noprop_bench.methods.heads import HeadConfig
 from noprop_bench.methods.noprop_dt import kl_to_standard_normal
 from noprop_bench.methods.schedules import DiscreteSchedule
+from noprop_bench.methods import catalog
 
 
 CHOICES = {"z_input": ("raw", "scaled"), "time_input": ("t", "gamma"), "t_sampling": ("uniform", "stratified")}
@@ -73,7 +74,7 @@ class CTConfig(ContinuousConfig, HeadConfig):
 
 class NoPropCT(ContinuousMethod):
     name = "noprop-ct"
-    summary = "NoProp-CT: one network denoising in continuous time, learned noise schedule (Eq. 9)"
+    summary = catalog.summary("noprop-ct")
     default_solver = "ancestral"
     solvers = ("ancestral", *SOLVERS)
     Config = CTConfig
@@ -85,11 +86,12 @@ class NoPropCT(ContinuousMethod):
         self.schedule = LearnedSchedule(config.schedule_hidden, config.gamma_0, config.gamma_1)
         self.to(self.device)
 
-    def logits(self, z, x, t, image=None):
-        """CTNet on (z_t, x, t) as the config feeds them (z_input, time_input); t is [B] or a scalar."""
+    def logits(self, z, x, t, image=None, gamma=None):
+        """CTNet on (z_t, x, t) as the config feeds them (z_input, time_input); t is [B] or a scalar;
+        `gamma` = gamma(t) where the caller has it already."""
         cfg = self.config
         if cfg.z_input == "scaled" or cfg.time_input == "gamma":
-            gamma = self.schedule.gamma(t)
+            gamma = self.schedule.gamma(t) if gamma is None else gamma
             if cfg.z_input == "scaled":
                 ab = torch.sigmoid(-gamma)
                 z = z * (ab.sqrt().reshape(-1, 1) if ab.ndim else ab.sqrt())
@@ -97,12 +99,12 @@ class NoPropCT(ContinuousMethod):
                 t = (cfg.gamma_1 - gamma) / (cfg.gamma_1 - cfg.gamma_0)  # 0 at t = 0, 1 at t = 1 initially
         return self.net(z, x, t, image)
 
-    def denoise(self, z, x, t, image=None):
-        return self.logits(z, x, t, image).softmax(dim=1) @ self.embed.weight
+    def denoise(self, z, x, t, image=None, gamma=None):
+        return self.logits(z, x, t, image, gamma).softmax(dim=1) @ self.embed.weight
 
-    def mse_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """Eq. 9's weight on ||u_hat - u_y||^2 at t: SNR'(t)."""
-        return self.schedule.snr_and_slope(t)[1]
+    def mse_weight(self, gamma: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        """Eq. 9's weight on ||u_hat - u_y||^2 at t, from gamma(t) and gamma'(t): SNR'(t)."""
+        return self.schedule.snr_slope(gamma, slope)
 
     def noised_label(self, u, alpha_bar):
         alpha_bar = alpha_bar.reshape(-1, 1) if alpha_bar.ndim else alpha_bar
@@ -111,12 +113,13 @@ class NoPropCT(ContinuousMethod):
     def loss(self, x, y, stage=None):
         u = self.embed(y)
         t = sample_t(len(y), self.config.t_sampling, u.device)
-        gamma, _ = self.schedule.gamma_and_slope(t)
-        mse = (self.denoise(self.noised_label(u, torch.sigmoid(-gamma)), x, t) - u).pow(2).sum(1)
-        ab_0, ab_1 = self.schedule.alpha_bar(torch.tensor([0.0, 1.0], device=u.device))
+        gamma, slope = self.schedule.gamma_and_slope(t)  # the schedule's one evaluation this step
+        z_t = self.noised_label(u, torch.sigmoid(-gamma))
+        mse = (self.denoise(z_t, x, t, gamma=gamma) - u).pow(2).sum(1)
+        ab_0, ab_1 = self.schedule.end_alpha_bars()
         ce = F.cross_entropy(self.head(self.noised_label(u, ab_1)), y)
         kl = kl_to_standard_normal(u, ab_0).mean()
-        loss = ce + kl + 0.5 * self.config.eta * (self.mse_weight(t) * mse).mean()
+        loss = ce + kl + 0.5 * self.config.eta * (self.mse_weight(gamma, slope) * mse).mean()
         return loss, {"ce": ce.detach(), "kl": kl.detach(), "mse": mse.mean().detach()}
 
     @torch.no_grad()
@@ -125,15 +128,15 @@ class NoPropCT(ContinuousMethod):
         denoising error and Eq. 9's weight on it; and the schedule's endpoints gamma(0), gamma(1)."""
         u, image, rows = self.embed(y), self.net.image_features(x), []
         for centre, t in t_bins(len(y), x.device):
-            gamma, _ = self.schedule.gamma_and_slope(t)
-            logits = self.logits(self.noised_label(u, torch.sigmoid(-gamma)), x, t, image)
+            gamma, slope = self.schedule.gamma_and_slope(t)
+            logits = self.logits(self.noised_label(u, torch.sigmoid(-gamma)), x, t, image, gamma)
             mse = (logits.softmax(dim=1) @ self.embed.weight - u).pow(2).sum(1).mean().item()
             rows += [{"diagnostic": "denoise_acc", "t": centre, "z": "q", "value": self.percent_correct(logits, y)},
                      {"diagnostic": "denoise_acc", "t": centre, "z": "zero",
-                      "value": self.percent_correct(self.logits(torch.zeros_like(u), x, t, image), y)},
+                      "value": self.percent_correct(self.logits(torch.zeros_like(u), x, t, image, gamma), y)},
                      {"diagnostic": "mse", "t": centre, "z": "q", "value": mse},
-                     {"diagnostic": "loss_weight", "t": centre, "value": 0.5 * self.config.eta * self.mse_weight(t).mean().item()}]
-        ends = self.schedule.gamma(torch.tensor([0.0, 1.0], device=x.device))
+                     {"diagnostic": "loss_weight", "t": centre, "value": 0.5 * self.config.eta * self.mse_weight(gamma, slope).mean().item()}]
+        ends = (self.schedule.gamma_1, self.schedule.gamma_0)  # gamma(0), gamma(1)
         return rows + [{"diagnostic": "gamma", "t": t, "value": g.item()} for t, g in zip((0.0, 1.0), ends)]
 
     @torch.no_grad()

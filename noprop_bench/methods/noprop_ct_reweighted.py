@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from noprop_bench.methods.noprop_ct import CTConfig, NoPropCT
+from noprop_bench.methods import catalog
 
 WEIGHTINGS = ("sigmoid", "logsnr")
 
@@ -40,11 +41,10 @@ class CTReweightedConfig(CTConfig):
 
 class NoPropCTReweighted(NoPropCT):
     name = "noprop-ct-reweighted"
-    summary = "VARIANT of NoProp-CT: Eq. 9 with the SNR'(t) weight replaced (config 'weighting'); not a paper row"
+    summary = catalog.summary("noprop-ct-reweighted")
     Config = CTReweightedConfig
 
-    def mse_weight(self, t: torch.Tensor) -> torch.Tensor:
-        gamma, slope = self.schedule.gamma_and_slope(t)
+    def mse_weight(self, gamma: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
         log_snr_slope = -slope                     # lambda'(t) >= 0
         if self.config.weighting == "logsnr":
             return log_snr_slope

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from noprop_bench.methods.base import OPTIMIZERS, Method
+from noprop_bench.methods.base import Method, make_optimizer
 from noprop_bench.methods.nets import DiscreteConfig, discrete_model
 from noprop_bench.methods.schedules import DiscreteSchedule, cosine_alpha_bar
+from noprop_bench.methods import catalog
 
 
 EMBED_STATES = ("shared", "per_pass")
@@ -62,7 +63,7 @@ class PerPassEmbeddingOptimizer:
 
     def __init__(self, method: "NoPropDT"):
         cfg, embed = method.config, method.embed.weight
-        make = lambda params: OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        make = lambda params: make_optimizer(cfg, params, method.device)
         self.method = method
         self.main = make([p for p in method.parameters() if p.requires_grad and p is not embed])
         self.per_pass = {t: make([embed]) for t in method.stages()}
@@ -90,7 +91,7 @@ def kl_to_standard_normal(u: torch.Tensor, alpha_bar_0: torch.Tensor) -> torch.T
 
 class NoPropDT(Method):
     name = "noprop-dt"
-    summary = "NoProp-DT: T blocks, each trained alone as a denoiser of the label embedding (Eq. 8)"
+    summary = catalog.summary("noprop-dt")
     default_solver = "ancestral"  # Eq. 3
     Config = DTConfig
     TABLE3 = {"mnist": {"epochs": 100}, "cifar10": {"epochs": 150}, "cifar100": {"epochs": 150}}
@@ -119,6 +120,17 @@ class NoPropDT(Method):
     def denoise(self, t: int, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """u_hat_t(z_{t-1}, x) = softmax(logits) @ W_Embed: a convex combination of class embeddings."""
         return self.blocks[t - 1](z, x).softmax(dim=1) @ self.embed.weight
+
+    def block(self):
+        return self.blocks[0]
+
+    def make_trainer(self, optimizer, split, seed: int, precision: str):
+        if self.config.workers > 1:  # block-parallel training (parallel_dt.py); the workers start now, off the clock
+            from noprop_bench.methods.parallel_dt import ParallelDT
+            workers = self.config.workers
+            threads = self.config.threads or max(1, torch.get_num_threads() // workers)
+            return ParallelDT(self, split, seed, workers, threads, precision)
+        return super().make_trainer(optimizer, split, seed, precision)
 
     def make_optimizer(self):
         if self.config.embed_state == "per_pass" and self.embed.weight.requires_grad:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from noprop_bench.methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, build_ct_model, integrate, t_bins
+from noprop_bench.methods import catalog
 
 
 @dataclass
@@ -32,7 +33,7 @@ class FMConfig(ContinuousConfig):
 
 class NoPropFM(ContinuousMethod):
     name = "noprop-fm"
-    summary = "NoProp-FM: flow matching from noise to the label embedding (Eqs. 10-13)"
+    summary = catalog.summary("noprop-fm")
     default_solver = "euler"
     solvers = tuple(SOLVERS)
     Config = FMConfig

@@ -20,21 +20,21 @@ shared by every pass, so the blocks are not independent (NoPropDT's config says 
 """
 from __future__ import annotations
 
-import os
 import time
 
 import torch
 import torch.multiprocessing as mp
 
+from noprop_bench import faults
 from noprop_bench.data import Split
 from noprop_bench.run.precision import autocast, fast_layout, matmul_mode
+from noprop_bench.run.step import TrainerError
 
 POLL_S = 0.5
 START_TIMEOUT_S = 300
-KILL_ENV = "NOPROP_BENCH_KILL_WORKER"  # "RANK:STEP": that worker exits at that step (tests of failure)
 
 
-class WorkerError(RuntimeError):
+class WorkerError(TrainerError):
     """A worker died or failed: the cell fails with this message."""
 
 
@@ -66,11 +66,9 @@ def worker_schedule(blocks: list[int], owns_head: bool, T: int, epochs: int, bat
 
 def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, threads, precision):
     """One worker: trains its blocks (and the head) on command; see the module docstring."""
-    from noprop_bench.methods.base import OPTIMIZERS
+    from noprop_bench.methods.base import make_optimizer
     from noprop_bench.methods.noprop_dt import NoPropDT
     torch.set_num_threads(threads)
-    kill = os.environ.get(KILL_ENV, "")
-    kill_rank, _, kill_step = kill.partition(":")
     torch.manual_seed(seed * 1_000_003 + 7919 * (rank + 1))  # its own data order and noise
     method = fast_layout(NoPropDT(spec, config, "cpu"))
     method.load_state_dict(state)
@@ -78,7 +76,7 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
     split = Split(*data)
     params = [p for t in blocks for p in method.blocks[t - 1].parameters()]
     params += list(method.head.parameters()) if owns_head else []
-    opt = OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_optimizer(config, params, "cpu")
     T, batch_size = config.timesteps, config.batch_size
     batches = -(-len(split) // batch_size)
     schedule = worker_schedule(blocks, owns_head, T, config.epochs, batches)
@@ -99,9 +97,8 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
             counts = {"block": 0, "head": 0}
             target = round(arg * len(schedule))
             acc = {k: torch.zeros(()) for k in sums}
+            faults.point(f"worker-interval-{rank}")
             while done < target:
-                if kill_rank == str(rank) and kill_step == str(done):
-                    os._exit(3)
                 kind, t = schedule[done]
                 x, y = next(stream)
                 opt.zero_grad(set_to_none=True)

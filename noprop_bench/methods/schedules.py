@@ -59,7 +59,7 @@ class DiscreteSchedule:
         return ab[1:], ab[:-1], self.alpha[:-1]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.full((1,), float("nan"), dtype=x.dtype), x])
+        return torch.cat([x.new_full((1,), float("nan")), x])  # on x's device: no host tensor joins it
 
     @property
     def a(self) -> torch.Tensor:

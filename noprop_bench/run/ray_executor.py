@@ -15,6 +15,7 @@ machine). Ray is an optional dependency: it is imported only here.
 """
 from __future__ import annotations
 
+import os
 import platform
 import traceback
 
@@ -23,8 +24,9 @@ from tqdm.auto import tqdm
 
 from noprop_bench.data import DataError
 from noprop_bench.run.results import ResultWriter
+from noprop_bench.run.plan import Cell, make_plan
+from noprop_bench.run.precision import configure_determinism
 from noprop_bench.run.runner import CellOutcome, RunOptions, SetupError, load_cell_data, resolve_device, run_cell
-from noprop_bench.run.suites import Cell
 
 
 class _NoBar:
@@ -35,8 +37,7 @@ class _NoBar:
         pass
 
 
-def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, diagnostics: bool = True,
-              memory_probe: bool = True) -> dict:
+def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, options: dict) -> dict:
     """Body of one Ray task: everything a worker does for one cell. Returns rows or an error."""
     host = platform.node()
     if threads:
@@ -46,9 +47,9 @@ def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, 
         data = load_cell_data(cell, device, data_dir)
     except (DataError, ValueError) as e:
         return {"rows": [], "diagnostics": [], "error": f"{cell.label()} on node {host}: {e}", "host": host}
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    outcome = run_cell(cell, data, RunOptions(device, data_dir, False, diagnostics, memory_probe), None, _NoBar())
+    configure_determinism(options.get("deterministic", False), device)
+    run = RunOptions(device, data_dir, False, **options)
+    outcome = run_cell(make_plan(cell, len(data.train), len(data.test)), data, run, None, _NoBar())
     return {"rows": outcome.rows, "diagnostics": outcome.diagnostics, "error": outcome.error, "host": host}
 
 
@@ -77,12 +78,18 @@ def run_cells_ray(cells: list[Cell], options: RunOptions, writer: ResultWriter |
             raise SetupError(f"--device {device_name}: the Ray cluster has no GPUs ({resources}); use --device cpu")
         use_gpu = gpus > 0 and device_name != "cpu"
         slots = gpus if use_gpu else max(1, int(resources.get("CPU", 1)) // cpus_per_task)
-        task = ray.remote(cell_task).options(
+        # max_calls=1: a fresh worker process per cell, so no cell inherits another's CUDA context, cached
+        # allocator blocks or cuDNN autotuning state
+        # the driver's NOPROP_BENCH_* settings (data directory, offline switch) hold in every task too
+        env = {k: v for k, v in os.environ.items() if k.startswith("NOPROP_BENCH_")}
+        task = ray.remote(max_calls=1 if use_gpu else 0)(cell_task).options(
             num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus_per_task,
-            max_retries=max_retries, retry_exceptions=False, name="noprop-bench-cell")
+            max_retries=max_retries, retry_exceptions=False, name="noprop-bench-cell",
+            runtime_env={"env_vars": env} if env else None)
+        shared = {"diagnostics": options.diagnostics, "memory_probe": options.memory_probe, "flops": options.flops,
+                  "deterministic": options.deterministic}
         pending = {task.remote(cell, "cuda" if use_gpu else "cpu", options.data_dir,
-                               0 if use_gpu else cpus_per_task, options.diagnostics,
-                               options.memory_probe): cell for cell in cells}
+                               0 if use_gpu else cpus_per_task, shared): cell for cell in cells}
         outcomes, failed = [], 0
         with tqdm(total=len(cells), unit="cell", disable=None if options.progress is None else not options.progress,
                   dynamic_ncols=True) as bar:

@@ -4,6 +4,7 @@ a second CSV, plus a JSON of run metadata."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -19,13 +20,14 @@ from noprop_bench.measure.diagnostics import DIAG_COLUMNS
 from noprop_bench.files import atomic_write_bytes
 
 COLUMNS = [
-    "suite", "cell_id", "method", "dataset", "embedding", "seed", "epoch", "step",
+    "suite", "cell_id", "method", "dataset", "embedding", "seed", "config", "precision", "epoch", "step",
     "eval_setting", "inference_steps", "solver", "inference_run", "nfe", "test_acc", "train_acc", "eval_time_s",
     "train_loss", "loss_ce", "loss_kl", "loss_mse", "train_time_s", "cum_train_time_s",
-    "peak_mem_bytes", "mem_kind", "tensor_peak_bytes", "mem_parameters_bytes", "mem_gradients_bytes",
-    "mem_optimizer_state_bytes", "mem_activations_bytes", "n_train", "n_test", "eval_split", "params_trainable",
-    "device", "host", "scaled", "precision", "train_flops_per_step", "train_gflops_per_s", "eval_gflops_per_s",
-    "roof_gflops", "workers", "threads",
+    "peak_mem_bytes", "mem_kind", "data_bytes", "tensor_peak_bytes", "mem_parameters_bytes", "mem_gradients_bytes",
+    "mem_optimizer_state_bytes", "mem_activations_bytes", "n_train", "n_test", "eval_split", "eval_batch",
+    "params_total", "params_trainable", "params_per_block", "train_flops_per_step", "train_gflops_per_s",
+    "eval_gflops_per_s", "roof_gflops", "workers", "threads", "co_running", "deterministic", "device", "host",
+    "scaled", "overrides",
 ]
 # Columns that differ between two identical runs (the determinism tests ignore exactly these).
 TIMING_COLUMNS = ["eval_time_s", "train_time_s", "cum_train_time_s", "peak_mem_bytes", "train_gflops_per_s",
@@ -42,7 +44,7 @@ class ResultWriter:
     """An output directory that a sweep can be resumed into.
 
     results.csv  the rows, appended and fsynced at every evaluation point;
-    cells.jsonl  the ledger: one line per finished cell ({"cell_id", "label", "error"}), written after
+    cells.jsonl  the ledger: one line per finished cell ({"cell_id", "label", "error", "config"}), written after
                  the cell's last rows are on disk. A cell is finished only once it is in the ledger.
     metadata.json  run metadata; earlier invocations into the same directory are kept in "previous".
 
@@ -65,11 +67,12 @@ class ResultWriter:
         if self.csv_path.exists():
             self._resume()
         else:
+            # the ledger first and results.csv last, each written whole: a kill between any two leaves no
+            # results.csv, and the same command starts afresh
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            for path, columns in ((self.csv_path, COLUMNS), (self.diag_path, DIAG_COLUMNS)):
-                with open(path, "w", newline="") as f:
-                    csv.writer(f).writerow(columns)
-            self.ledger_path.unlink(missing_ok=True)
+            atomic_write_bytes(self.ledger_path, b"")
+            atomic_write_bytes(self.diag_path, (",".join(DIAG_COLUMNS) + "\n").encode())
+            atomic_write_bytes(self.csv_path, (",".join(COLUMNS) + "\n").encode())
 
     def _move_aside(self) -> None:
         """--fresh never deletes: the old files go to OUT/replaced-TIMESTAMP/."""
@@ -134,8 +137,29 @@ class ResultWriter:
                 f.flush()
                 os.fsync(f.fileno())
 
+    def check_unchanged(self, cells) -> None:
+        """Refuse to resume a finished cell whose config has since changed under the same id (a default
+        changed between versions): its old rows would be read as the new configuration's."""
+        for cell in cells:
+            old = (self.finished.get(cell.id) or {}).get("config")
+            if not self.done(cell.id) or old is None:
+                continue
+            new = dataclasses.asdict(cell.config)
+            changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+            if changed:
+                k = changed[0]
+                raise ResultsError(f"{self.out_dir}: cell {cell.label()} finished with {k}={old[k]!r}, but this "
+                                   f"version's value is {new[k]!r} (a default changed); resuming would mix the two. "
+                                   f"Pass --fresh to move the old results aside, or a new --out")
+
+    def write_error(self, cell_id: str, text: str) -> Path:
+        """A failed cell's traceback, as OUT/errors/CELL_ID.txt."""
+        path = self.out_dir / "errors" / f"{cell_id}.txt"
+        atomic_write_bytes(path, text.encode())
+        return path
+
     def finish_cell(self, cell, error: str | None) -> None:
-        entry = {"cell_id": cell.id, "label": cell.label(), "error": error}
+        entry = {"cell_id": cell.id, "label": cell.label(), "error": error, "config": dataclasses.asdict(cell.config)}
         with open(self.ledger_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
@@ -162,7 +186,7 @@ def read_ledger(path: Path) -> dict[str, dict]:
             continue
         if isinstance(entry, dict) and "cell_id" in entry:
             entries[entry["cell_id"]] = {"cell_id": entry["cell_id"], "label": entry.get("label"),
-                                         "error": entry.get("error")}
+                                         "error": entry.get("error"), "config": entry.get("config")}
     return entries
 
 
@@ -175,37 +199,41 @@ def _fmt(value):
 
 
 def git_revision() -> dict:
-    root = Path(__file__).resolve().parent.parent
+    """The revision of the checkout this package runs from (None for an installed copy)."""
+    package = Path(__file__).resolve().parent.parent
+
     def git(*args):
         try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+            return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True,
                                   timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != package.parent:
+        return {"revision": None, "dirty": None}
     return {"revision": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
 
 
 def run_metadata(argv: list[str], device: torch.device) -> dict:
     """Collected once per process."""
+    from noprop_bench import __version__
+    from noprop_bench.measure import machine
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             versions[name] = None
+    described = machine.describe(device)
     return {
         "command": [Path(sys.argv[0]).name, *argv],
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "noprop_bench": __version__,
         "git": git_revision(),
         "python": sys.version.split()[0],
         "packages": versions,
-        "device": {"type": device.type, "name": device_name(device),
+        "machine": described,
+        "device": {"type": device.type, "name": described["gpu"]["name"] if described["gpu"] else described["cpu"]["model"],
                    "torch_threads": torch.get_num_threads(),
                    "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None},
         "host": platform.node(),

@@ -1,5 +1,10 @@
-"""One optimiser step, the same in the training loop, the memory probe and the FLOP count."""
+"""One optimiser step, the same in the training loop, the warm-up, the memory probe and the FLOP count;
+the default trainer that repeats it; and the warm-up that runs before any clock starts."""
 from __future__ import annotations
+
+import copy
+
+import torch
 
 from noprop_bench.run.precision import autocast
 
@@ -12,3 +17,59 @@ def train_step(method, optimizer, x, y, stage, precision: str = "fp32"):
     loss.backward()
     optimizer.step()
     return loss, terms
+
+
+def training_steps(method, optimizer, split, batch_size: int, precision: str = "fp32"):
+    """Optimiser steps forever: epoch after epoch, every stage of the method a shuffled pass each.
+    Yields each step's detached loss terms; the caller decides where to stop and evaluate."""
+    while True:
+        for stage in method.stages():
+            for x, y in split.batches(batch_size, shuffle=True):
+                loss, terms = train_step(method, optimizer, x, y, stage, precision)
+                yield {"loss": loss.detach(), **terms}
+
+
+class TrainerError(RuntimeError):
+    """A trainer could not go on (a worker process died): the cell fails with this message."""
+
+
+class SequentialTrainer:
+    """Every method's loop in this process (Algorithm 1 for NoProp-DT): `training_steps` in order.
+    The runner's trainer interface: train(), gather(), close(); a method may supply another one
+    (Method.make_trainer), as block-parallel NoProp-DT does."""
+
+    def __init__(self, method, optimizer, split, batch_size: int, precision: str):
+        self.steps = training_steps(method, optimizer, split, batch_size, precision)
+
+    def train(self, done: int, point: int, total: int, progress) -> dict:
+        """Steps done+1..point; the interval's mean loss terms (tensors: no host sync here)."""
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(point - done):
+            for key, value in next(self.steps).items():
+                sums[key] = sums[key] + value if key in sums else value.clone()
+            progress(1)
+        return {key: value / (point - done) for key, value in sums.items()}
+
+    def gather(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def warm_up(method, optimizer, split, batch_size: int, precision: str = "fp32") -> list[int]:
+    """One step per stage at every batch shape an epoch has (the full batch, and the smaller last one:
+    60000 % 128 = 96 images on MNIST), on a copy in a forked RNG, before any clock starts: cuDNN's
+    algorithm search (cudnn.benchmark) and oneDNN's kernel creation for each shape then happen here,
+    not in the first timed interval or in Table 2's peak. Returns the batch sizes warmed."""
+    device = split.labels.device
+    n = len(split)
+    sizes = [min(batch_size, n)] + ([n % batch_size] if n > batch_size and n % batch_size else [])
+    model, opt = copy.deepcopy((method, optimizer))
+    model.train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for stage in model.stages():
+            for size in sizes:
+                x, y = split.normalise(split.images[:size]), split.labels[:size]
+                train_step(model, opt, x, y, stage, precision)
+    return sizes

@@ -1,0 +1,36 @@
+"""The built-in methods by name, with the line `noprop-bench list` shows and the paper each follows.
+Readable without importing torch; each method class takes its `summary` from here, and the registry
+(methods/__init__.py) holds the same names (a test checks both)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Entry(NamedTuple):
+    summary: str
+    paper: str
+
+
+BUILTIN: dict[str, Entry] = {
+    "backprop": Entry("back-prop baseline: the same blocks chained (Eqs. 17-19), trained end to end",
+                      "Li, Teh & Pascanu 2025, Eqs. 17-19"),
+    "noprop-dt": Entry("NoProp-DT: T blocks, each trained alone as a denoiser of the label embedding (Eq. 8)",
+                       "Li, Teh & Pascanu 2025, arXiv 2503.24322, Algorithm 1"),
+    "adjoint": Entry("adjoint neural ODE: the CT network as a vector field, odeint_adjoint",
+                     "Chen, Rubanova, Bettencourt & Duvenaud 2018, arXiv 1806.07366"),
+    "noprop-ct": Entry("NoProp-CT: one network denoising in continuous time, learned noise schedule (Eq. 9)",
+                       "Li, Teh & Pascanu 2025, Algorithm 2"),
+    "noprop-fm": Entry("NoProp-FM: flow matching from noise to the label embedding (Eqs. 10-13)",
+                       "Li, Teh & Pascanu 2025, Algorithm 3"),
+    "backprop-ode": Entry("the same neural ODE trained by back-propagating through the unrolled solver (odeint)",
+                          "not in the paper: the adjoint's model with direct back-propagation"),
+    "noprop-ct-reweighted": Entry("VARIANT of NoProp-CT: Eq. 9 with the SNR'(t) weight replaced (config "
+                                  "'weighting'); not a paper row", "Kingma & Gao 2023, arXiv 2303.00848 (weightings)"),
+}
+
+
+EMBEDDINGS = ("one-hot", "dim20", "prototype")
+
+
+def summary(name: str) -> str:
+    return BUILTIN[name].summary
