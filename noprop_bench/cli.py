@@ -275,7 +275,7 @@ def run(args, argv: list[str]) -> int:
     from noprop_bench.data.sources import ensure_available
     from noprop_bench.methods import BROKEN
     from noprop_bench.run.plan import make_plan
-    from noprop_bench.run.precision import check_precision, configure_determinism
+    from noprop_bench.run.precision import check_precision, determinism
     from noprop_bench.run.results import ResultWriter, run_metadata
     from noprop_bench.run.runner import FatalDeviceError, RunOptions, SetupError, resolve_device, run_cells
     from noprop_bench.run.suites import expand, suite_name
@@ -317,7 +317,6 @@ def run(args, argv: list[str]) -> int:
     if writer.dropped_rows:
         print(f"resuming: dropped {writer.dropped_rows} row(s) of unfinished or failed cells", file=sys.stderr)
     todo = [c for c in cells if not writer.done(c.id)]
-    configure_determinism(args.deterministic, device)
     previous = writer.read_metadata()
     meta = run_metadata(argv, device)
     if args.executor == "ray":
@@ -350,7 +349,8 @@ def run(args, argv: list[str]) -> int:
             outcomes = run_cells_ray(todo, options, writer, args.device, args.ray_address,
                                      args.ray_cpus_per_task, args.ray_max_retries)
         else:
-            outcomes = run_cells(todo, options, writer)
+            with determinism(args.deterministic, device):
+                outcomes = run_cells(todo, options, writer)
     except (SetupError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow  # a local Ray instance takes seconds to start, an
 THREADS = min(2, torch.get_num_threads())
 ARGV = ["--suite", "quick", "--datasets", "digits", "--train-limit", "200", "--test-limit", "100",
         "--methods", "noprop-dt,noprop-fm", "--seeds", "0,1", "--epochs", "2", "--set", "noprop-fm.timesteps=4",
+        "--device", "cpu",
         "--no-progress"]
 RAY = ["--executor", "ray", "--ray-cpus-per-task", str(THREADS)]
 

@@ -17,7 +17,8 @@ from noprop_bench.run.results import TIMING_COLUMNS, read_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 # two cells (noprop-dt, then backprop), two evaluation points each
-ARGV = ["--suite", "quick", *TINY, "--train-limit", "150", "--set", "timesteps=2", "--eval-points", "2"]
+ARGV = ["--suite", "quick", *TINY, "--train-limit", "150", "--set", "timesteps=2", "--eval-points", "2",
+        "--device", "cpu"]  # compared row by row: on a GPU, only --deterministic would repeat exactly
 
 
 def rows(out: Path) -> pd.DataFrame:

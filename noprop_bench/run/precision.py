@@ -70,14 +70,18 @@ def fast_layout(module: torch.nn.Module) -> torch.nn.Module:
     return module.to(memory_format=torch.channels_last)
 
 
-def configure_determinism(deterministic: bool, device: torch.device) -> None:
-    """Set once per process, before the first cell: deterministic algorithms, or cuDNN autotuning on CUDA."""
+@contextlib.contextmanager
+def determinism(deterministic: bool, device: torch.device):
+    """For a run: deterministic algorithms, or cuDNN autotuning on CUDA; the previous settings after."""
+    cudnn = torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark, cudnn.deterministic)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.deterministic = False
-        torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"
+    torch.use_deterministic_algorithms(deterministic)
+    cudnn.deterministic = deterministic
+    cudnn.benchmark = not deterministic and torch.device(device).type == "cuda"
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        cudnn.benchmark, cudnn.deterministic = saved[1:]

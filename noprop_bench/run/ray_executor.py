@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from noprop_bench.data import DataError
 from noprop_bench.run.results import ResultWriter
 from noprop_bench.run.plan import Cell, make_plan
-from noprop_bench.run.precision import configure_determinism
+from noprop_bench.run.precision import determinism
 from noprop_bench.run.runner import CellOutcome, RunOptions, SetupError, load_cell_data, resolve_device, run_cell
 
 
@@ -47,9 +47,9 @@ def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, 
         data = load_cell_data(cell, device, data_dir)
     except (DataError, ValueError) as e:
         return {"rows": [], "diagnostics": [], "error": f"{cell.label()} on node {host}: {e}", "host": host}
-    configure_determinism(options.get("deterministic", False), device)
     run = RunOptions(device, data_dir, False, **options)
-    outcome = run_cell(make_plan(cell, len(data.train), len(data.test)), data, run, None, _NoBar())
+    with determinism(run.deterministic, device):
+        outcome = run_cell(make_plan(cell, len(data.train), len(data.test)), data, run, None, _NoBar())
     return {"rows": outcome.rows, "diagnostics": outcome.diagnostics, "error": outcome.error, "host": host}
 
 

@@ -199,7 +199,7 @@ def _train_and_evaluate(plan: Plan, data: DeviceData, options: RunOptions, write
             interval = {"epoch": plan.epoch_at(point), "step": point, "train_time_s": clock.last,
                         "cum_train_time_s": clock.total, "train_loss": losses["loss"], "loss_ce": losses.get("ce"),
                         "loss_kl": losses.get("kl"), "loss_mse": losses.get("mse"),
-                        "train_gflops_per_s": _rate(base["train_flops_per_step"] * (point - done), clock.last),
+                        "train_gflops_per_s": _rate(base["train_flops_per_step"], clock.last, point - done),
                         "peak_mem_bytes": memory.peak_bytes() if device.type == "cuda" else base["tensor_peak_bytes"]}
             done = point
             if not all(math.isfinite(v) for v in losses.values()):
@@ -259,7 +259,7 @@ def _evaluate_point(plan: Plan, method, data: DeviceData, point: int, options: R
                 bar.update(nfe_images * len(data.train))
             rows.append({"eval_setting": kind, "inference_steps": k, "solver": solver, "inference_run": run,
                          "nfe": nfe, "test_acc": acc, "train_acc": train_acc, "eval_time_s": seconds,
-                         "eval_gflops_per_s": _rate(flops and flops * len(data.test), seconds)})
+                         "eval_gflops_per_s": _rate(flops, seconds, len(data.test))})
     return rows, classes
 
 
@@ -298,8 +298,9 @@ def _eval_seed(seed: int, step: int, run: int) -> int:
     return (seed * 1_000_003 + step) * 1_009 + run
 
 
-def _rate(flops, seconds) -> float | None:
-    return flops / seconds / 1e9 if flops is not None and seconds else None
+def _rate(flops, seconds, times: int = 1) -> float | None:
+    """GFLOP/s of `times` x `flops` in `seconds` (None when FLOPs were not counted)."""
+    return flops * times / seconds / 1e9 if flops is not None and seconds else None
 
 
 def _breaks_device(error: BaseException) -> bool:
