@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from noprop_bench.methods import equations as eq
+
 from noprop_bench.data import get_spec
 from noprop_bench.methods import get_method
 
@@ -59,7 +61,7 @@ def test_only_the_weight_differs_from_the_paper_loss():
     u = variant.embed(y)
     t = torch.rand(len(y))
     gamma = variant.schedule.gamma(t)
-    mse = (variant.denoise(variant.noised_label(u, torch.sigmoid(-gamma)), x, t) - u).pow(2).sum(1)
+    mse = (variant.denoise(eq.noised_label(u, torch.sigmoid(-gamma)), x, t) - u).pow(2).sum(1)
     rest = loss_v - 0.5 * variant.config.eta * (variant.mse_weight(*variant.schedule.gamma_and_slope(t)) * mse).mean()
     assert rest.item() == pytest.approx((terms_v["ce"] + terms_v["kl"]).item(), rel=1e-4, abs=1e-5)
 

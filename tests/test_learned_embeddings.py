@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from noprop_bench.run.step import train_step
+
 from noprop_bench.data import get_spec
 from noprop_bench.methods import get_method
 from noprop_bench.methods.noprop_dt import PerPassEmbeddingOptimizer
@@ -40,14 +42,13 @@ def _first_embed_step_of_pass_2(embed_state):
     opt = model.make_optimizer()
     x, y = torch.randn(16, 1, 16, 16), torch.arange(16) % 10
     for _ in range(3):
-        opt.zero_grad(set_to_none=True)
-        model.loss(x, y, 1)[0].backward()
-        opt.step()
+        train_step(model, opt, x, y, 1)
     before = model.embed.weight.detach().clone()
-    opt.zero_grad(set_to_none=True)
-    model.loss(x, y, 2)[0].backward()
-    grad = model.embed.weight.grad.clone()
-    opt.step()
+    grads = []
+    hook = model.embed.weight.register_post_accumulate_grad_hook(lambda p: grads.append(p.grad.clone()))
+    train_step(model, opt, x, y, 2)  # names the pass to the optimiser, as the runner does
+    hook.remove()
+    grad = grads[-1]
     return opt, model.embed.weight.detach() - before, grad, before
 
 

@@ -9,7 +9,8 @@ import itertools
 
 from noprop_bench.run.step import training_steps
 from noprop_bench.methods import METHODS
-from noprop_bench.methods.noprop_dt import NoPropDT, kl_to_standard_normal
+from noprop_bench.methods.equations import kl_to_prior as kl_to_standard_normal
+from noprop_bench.methods.noprop_dt import NoPropDT
 from noprop_bench.methods.schedules import cosine_alpha_bar
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from noprop_bench.methods.base import Method
 from noprop_bench.methods.nets import DiscreteConfig, discrete_model
 from noprop_bench.methods import catalog
+from noprop_bench.methods import equations as eq
 
 
 @dataclass
@@ -48,8 +49,7 @@ class Backprop(Method):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.randn(len(x), self.embed.dim, device=x.device)
         for block, a in zip(self.blocks, torch.tanh(self.w)):
-            u_hat = block(z, x).softmax(dim=1) @ self.embed.weight
-            z = (1 - a) * z + a * u_hat
+            z = eq.mix(z, eq.expected_embedding(block(z, x), self.embed.weight), a)
         return self.head(z)
 
     def loss(self, x, y, stage=None):
@@ -65,7 +65,7 @@ class Backprop(Method):
             logits = block(z, x)
             rows += [{"diagnostic": "block_acc", "block": t, "z": "chain", "value": self.percent_correct(logits, y)},
                      {"diagnostic": "mix", "block": t, "value": a.item()}]
-            z = (1 - a) * z + a * logits.softmax(dim=1) @ self.embed.weight
+            z = eq.mix(z, eq.expected_embedding(logits, self.embed.weight), a)
         return rows
 
     @torch.no_grad()

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from noprop_bench.methods.continuous import (SOLVERS, ContinuousConfig, ContinuousMethod, LearnedSchedule, build_ct_model,
                                 integrate, t_bins)
 from noprop_bench.methods.heads import HeadConfig
-from noprop_bench.methods.noprop_dt import kl_to_standard_normal
 from noprop_bench.methods.schedules import DiscreteSchedule
 from noprop_bench.methods import catalog
+from noprop_bench.methods import equations as eq
 
 
 CHOICES = {"z_input": ("raw", "scaled"), "time_input": ("t", "gamma"), "t_sampling": ("uniform", "stratified")}
@@ -100,25 +100,21 @@ class NoPropCT(ContinuousMethod):
         return self.net(z, x, t, image)
 
     def denoise(self, z, x, t, image=None, gamma=None):
-        return self.logits(z, x, t, image, gamma).softmax(dim=1) @ self.embed.weight
+        return eq.expected_embedding(self.logits(z, x, t, image, gamma), self.embed.weight)
 
     def mse_weight(self, gamma: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
         """Eq. 9's weight on ||u_hat - u_y||^2 at t, from gamma(t) and gamma'(t): SNR'(t)."""
         return self.schedule.snr_slope(gamma, slope)
 
-    def noised_label(self, u, alpha_bar):
-        alpha_bar = alpha_bar.reshape(-1, 1) if alpha_bar.ndim else alpha_bar
-        return alpha_bar.sqrt() * u + (1 - alpha_bar).sqrt() * torch.randn_like(u)
-
     def loss(self, x, y, stage=None):
         u = self.embed(y)
         t = sample_t(len(y), self.config.t_sampling, u.device)
         gamma, slope = self.schedule.gamma_and_slope(t)  # the schedule's one evaluation this step
-        z_t = self.noised_label(u, torch.sigmoid(-gamma))
+        z_t = eq.noised_label(u, torch.sigmoid(-gamma))
         mse = (self.denoise(z_t, x, t, gamma=gamma) - u).pow(2).sum(1)
         ab_0, ab_1 = self.schedule.end_alpha_bars()
-        ce = F.cross_entropy(self.head(self.noised_label(u, ab_1)), y)
-        kl = kl_to_standard_normal(u, ab_0).mean()
+        ce = F.cross_entropy(self.head(eq.noised_label(u, ab_1)), y)
+        kl = eq.kl_to_prior(u, ab_0).mean()
         loss = ce + kl + 0.5 * self.config.eta * (self.mse_weight(gamma, slope) * mse).mean()
         return loss, {"ce": ce.detach(), "kl": kl.detach(), "mse": mse.mean().detach()}
 
@@ -129,8 +125,8 @@ class NoPropCT(ContinuousMethod):
         u, image, rows = self.embed(y), self.net.image_features(x), []
         for centre, t in t_bins(len(y), x.device):
             gamma, slope = self.schedule.gamma_and_slope(t)
-            logits = self.logits(self.noised_label(u, torch.sigmoid(-gamma)), x, t, image, gamma)
-            mse = (logits.softmax(dim=1) @ self.embed.weight - u).pow(2).sum(1).mean().item()
+            logits = self.logits(eq.noised_label(u, torch.sigmoid(-gamma)), x, t, image, gamma)
+            mse = (eq.expected_embedding(logits, self.embed.weight) - u).pow(2).sum(1).mean().item()
             rows += [{"diagnostic": "denoise_acc", "t": centre, "z": "q", "value": self.percent_correct(logits, y)},
                      {"diagnostic": "denoise_acc", "t": centre, "z": "zero",
                       "value": self.percent_correct(self.logits(torch.zeros_like(u), x, t, image, gamma), y)},
@@ -149,7 +145,7 @@ class NoPropCT(ContinuousMethod):
             sched = DiscreteSchedule(self.schedule.alpha_bar(grid).double())
             a, b, c = (v.to(x.dtype) for v in (sched.a, sched.b, sched.c))
             for i in range(1, steps + 1):
-                z = a[i] * self.denoise(z, x, grid[i - 1], image) + b[i] * z + c[i].sqrt() * torch.randn_like(z)
+                z = eq.ancestral_step(z, self.denoise(z, x, grid[i - 1], image), a[i], b[i], c[i])
             self.last_nfe = steps
         else:
             z, counter = integrate(lambda t, z: self.probability_flow(t, z, x, image), z, steps, solver)

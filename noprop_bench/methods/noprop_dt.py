@@ -25,6 +25,7 @@ from noprop_bench.methods.base import Method, make_optimizer
 from noprop_bench.methods.nets import DiscreteConfig, discrete_model
 from noprop_bench.methods.schedules import DiscreteSchedule, cosine_alpha_bar
 from noprop_bench.methods import catalog
+from noprop_bench.methods import equations as eq
 
 
 EMBED_STATES = ("shared", "per_pass")
@@ -59,7 +60,8 @@ class DTConfig(DiscreteConfig):
 
 class PerPassEmbeddingOptimizer:
     """Table 3's optimiser over every trainable parameter but W_Embed, plus one of the same kind per pass
-    over W_Embed, stepped only in its pass: each pass's moment estimates see only its own gradients."""
+    over W_Embed, stepped only in its pass: each pass's moment estimates see only its own gradients.
+    The trainer names the pass before each step (`set_stage`, run/step.train_step)."""
 
     def __init__(self, method: "NoPropDT"):
         cfg, embed = method.config, method.embed.weight
@@ -67,6 +69,10 @@ class PerPassEmbeddingOptimizer:
         self.method = method
         self.main = make([p for p in method.parameters() if p.requires_grad and p is not embed])
         self.per_pass = {t: make([embed]) for t in method.stages()}
+        self.stage = method.stages()[0]
+
+    def set_stage(self, stage) -> None:
+        self.stage = stage
 
     @property
     def state(self) -> dict:
@@ -80,13 +86,7 @@ class PerPassEmbeddingOptimizer:
 
     def step(self) -> None:
         self.main.step()
-        self.per_pass[self.method.current_stage].step()
-
-
-def kl_to_standard_normal(u: torch.Tensor, alpha_bar_0: torch.Tensor) -> torch.Tensor:
-    """KL(N(sqrt(ab0) u, (1 - ab0) I) || N(0, I)) per row [derived; the paper prints no closed form]."""
-    d = u.shape[1]
-    return 0.5 * (alpha_bar_0 * u.pow(2).sum(1) - d * alpha_bar_0 - d * torch.log1p(-alpha_bar_0))
+        self.per_pass[self.stage].step()
 
 
 class NoPropDT(Method):
@@ -113,13 +113,12 @@ class NoPropDT(Method):
         return list(range(1, self.config.timesteps + 1))  # Algorithm 1: block t trained in pass t
 
     def noised_label(self, u: torch.Tensor, t: int) -> torch.Tensor:
-        """A sample of q(z_t | y) = N(sqrt(ab_t) u_y, 1 - ab_t)."""
-        ab = self.alpha_bar[t]
-        return ab.sqrt() * u + (1 - ab).sqrt() * torch.randn_like(u)
+        """A sample of q(z_t | y) (Eq. 6) on the fixed schedule."""
+        return eq.noised_label(u, self.alpha_bar[t])
 
     def denoise(self, t: int, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """u_hat_t(z_{t-1}, x) = softmax(logits) @ W_Embed: a convex combination of class embeddings."""
-        return self.blocks[t - 1](z, x).softmax(dim=1) @ self.embed.weight
+        """u_hat_t(z_{t-1}, x): block t's class mixture of embeddings (section 5)."""
+        return eq.expected_embedding(self.blocks[t - 1](z, x), self.embed.weight)
 
     def block(self):
         return self.blocks[0]
@@ -147,10 +146,9 @@ class NoPropDT(Method):
     def head_terms(self, u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 8's CE(head(z_T), y) with z_T ~ q(z_T | y), and its KL term (no parameters but W_Embed's)."""
         ce = F.cross_entropy(self.head(self.noised_label(u, self.config.timesteps)), y)
-        return ce, kl_to_standard_normal(u, self.alpha_bar[0]).mean()
+        return ce, eq.kl_to_prior(u, self.alpha_bar[0]).mean()
 
     def loss(self, x, y, t: int):
-        self.current_stage = t  # the pass whose W_Embed state steps next (PerPassEmbeddingOptimizer)
         u = self.embed(y)
         weighted, mse = self.denoising_term(x, u, t)
         ce, kl = self.head_terms(u, y)
@@ -170,6 +168,6 @@ class NoPropDT(Method):
         self.check_inference(steps, solver)
         z = torch.randn(len(x), self.embed.dim, device=x.device)
         for t in range(1, self.config.timesteps + 1):
-            z = self.a[t] * self.denoise(t, z, x) + self.b[t] * z + self.c[t].sqrt() * torch.randn_like(z)
+            z = eq.ancestral_step(z, self.denoise(t, z, x), self.a[t], self.b[t], self.c[t])
         self.last_nfe = self.config.timesteps
         return self.head(z)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from noprop_bench.methods import equations as eq
 from noprop_bench.methods.continuous import SOLVERS, ContinuousConfig, ContinuousMethod, build_ct_model, integrate, t_bins
 from noprop_bench.methods import catalog
 
@@ -50,13 +51,13 @@ class NoPropFM(ContinuousMethod):
     def loss(self, x, y, stage=None):
         u = self.embed(y)
         z0 = torch.randn_like(u)
-        t = torch.rand(len(y), 1, device=u.device)
-        z_t = t * u + (1 - t) * z0 + self.config.sigma * torch.randn_like(u)
-        v = self.velocity(z_t, x, t.squeeze(1))
-        fm = (v - (u - z0)).pow(2).sum(1).mean()
+        t = torch.rand(len(y), device=u.device)
+        z_t, target = eq.flow_path(u, z0, t, self.config.sigma)
+        v = self.velocity(z_t, x, t)
+        fm = (v - target).pow(2).sum(1).mean()
         if not self.embed.weight.requires_grad:
             return fm, {"mse": fm.detach()}
-        ce = F.cross_entropy(self.head(z_t + (1 - t) * v), y)  # anchor: keeps embeddings apart
+        ce = F.cross_entropy(self.head(z_t + (1 - t)[:, None] * v), y)  # anchor: keeps embeddings apart
         return fm + ce, {"mse": fm.detach(), "ce": ce.detach()}
 
     @torch.no_grad()
@@ -66,7 +67,7 @@ class NoPropFM(ContinuousMethod):
         u, image, rows = self.embed(y), self.net.image_features(x), []
         for centre, t in t_bins(len(y), x.device):
             s = t[:, None]
-            z_t = s * u + (1 - s) * torch.randn_like(u) + self.config.sigma * torch.randn_like(u)
+            z_t, _ = eq.flow_path(u, torch.randn_like(u), t, self.config.sigma)
             for kind, z in (("q", z_t), ("zero", torch.zeros_like(u))):
                 end = z + (1 - s) * self.velocity(z, x, t, image)
                 rows.append({"diagnostic": "denoise_acc", "t": centre, "z": kind,

@@ -10,7 +10,10 @@ from noprop_bench.run.precision import autocast
 
 
 def train_step(method, optimizer, x, y, stage, precision: str = "fp32"):
-    """zero_grad, loss (forward under the cell's autocast), backward, step; returns (loss, terms)."""
+    """zero_grad, loss (forward under the cell's autocast), backward, step; returns (loss, terms).
+    An optimiser whose state depends on the stage (NoProp-DT's per-pass W_Embed state) is told it first."""
+    if hasattr(optimizer, "set_stage"):
+        optimizer.set_stage(stage)
     optimizer.zero_grad(set_to_none=True)
     with autocast(precision, x.device):
         loss, terms = method.loss(x, y, stage)
