@@ -19,7 +19,7 @@ MAIN = TABLE5[TABLE5["dataset"] != "tiny-imagenet"]
 def block_params(method: str, dataset: str, embedding: str, **config) -> int:
     cls, spec = METHODS[method], DATASETS[dataset]
     cfg = cls.default_config(dataset, embedding=embedding, timesteps=1 if not cls.continuous else 10, **config)
-    return cls(spec, cfg, "cpu", train=tiny_split(spec, 120)).param_counts()["params_per_block"]
+    return cls(spec, cfg, "cpu", train=tiny_split(spec, 2 * spec.num_classes)).param_counts()["params_per_block"]
 
 
 @pytest.mark.parametrize("model,dataset,embedding,params_m", list(MAIN.itertuples(index=False)), ids=str)

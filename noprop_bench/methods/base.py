@@ -124,7 +124,7 @@ class Method(nn.Module):
     @classmethod
     def default_config(cls, dataset: str, **overrides) -> MethodConfig:
         """Table 3's values for `dataset` (MNIST's row for a data set the paper does not have), then `overrides`."""
-        values = dict(cls.TABLE3.get(dataset if get_spec(dataset).paper else "mnist", {}))
+        values = dict(cls.TABLE3.get(get_spec(dataset).table3, {}))
         valid = cls.config_keys()
         unknown = sorted(set(overrides) - valid)
         if unknown:

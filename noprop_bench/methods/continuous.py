@@ -90,10 +90,10 @@ class CTNet(nn.Module):
     An image-sized z (prototype embeddings) goes through a conv stack first (nets.ImagePath, label_conv).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int, config: ImageConfig):
+    def __init__(self, spec, embed_dim: int, config: ImageConfig):
         super().__init__()
-        c, h, w = image_shape
-        self.path = ImagePath(image_shape, embed_dim == c * h * w, config)
+        num_classes = spec.num_classes
+        self.path = ImagePath(spec, embed_dim == spec.image_dim, config)
         self.image_fc = nn.Sequential(nn.Linear(self.path.flat, 256), nn.ReLU())
         self.label_fc = nn.Sequential(nn.Linear(self.path.flat if self.path.label_is_image else embed_dim, 256), nn.ReLU())
         self.time_fc = nn.Sequential(nn.Linear(64, 256), nn.ReLU())
@@ -124,7 +124,7 @@ class CTNet(nn.Module):
 def build_ct_model(spec, config, train=None) -> tuple[LabelEmbedding, CTNet, nn.Linear]:
     """W_Embed, the one CT network and the linear head p_hat_theta_out (methods/heads.py)."""
     embed = make_embedding(config, spec, train)
-    return embed, CTNet(spec.image_shape, embed.dim, spec.num_classes, config), make_head(config, embed)
+    return embed, CTNet(spec, embed.dim, config), make_head(config, embed)
 
 
 class LearnedSchedule(nn.Module):

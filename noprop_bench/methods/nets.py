@@ -51,41 +51,42 @@ class DiscreteConfig(HeadConfig, ImageConfig):
             raise ValueError(f"config 'dim20_rows' must be one of {', '.join(DIM20_ROWS)}, got {self.dim20_rows!r}")
 
 
-def conv_stack(in_channels: int, padding: int = 0) -> nn.Sequential:
-    """conv32-ReLU-pool-drop, conv64-ReLU-drop (no pool), conv128-ReLU-pool-drop, flatten."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
-        nn.Conv2d(32, 64, 3, padding=padding), nn.ReLU(), nn.Dropout(0.2),
-        nn.Conv2d(64, 128, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
-        nn.Flatten(),
-    )
+def conv_stack(in_channels: int, padding: int = 0, extra: bool = False) -> nn.Sequential:
+    """conv32-ReLU-pool-drop, conv64-ReLU-drop (no pool), conv128-ReLU-pool-drop, [conv256-ReLU-pool-drop:
+    v2's Tiny ImageNet block], flatten."""
+    layers = [nn.Conv2d(in_channels, 32, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
+              nn.Conv2d(32, 64, 3, padding=padding), nn.ReLU(), nn.Dropout(0.2),
+              nn.Conv2d(64, 128, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2)]
+    if extra:
+        layers += [nn.Conv2d(128, 256, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2)]
+    return nn.Sequential(*layers, nn.Flatten())
 
 
-def conv_features(image_shape: tuple[int, int, int], padding: int = 0) -> int:
+def conv_features(image_shape: tuple[int, int, int], padding: int = 0, extra: bool = False) -> int:
     """The flattened size of conv_stack's output for one image."""
     c, h, w = image_shape
     shrink = 2 - 2 * padding  # each 3x3 convolution loses this many pixels per side pair
     sizes = []
     for side in (h, w):
         side = ((side - shrink) // 2 - shrink - shrink) // 2
-        sizes.append(side)
+        sizes.append((side - shrink) // 2 if extra else side)
     if min(sizes) < 1:
-        raise ValueError(f"images of {h}x{w} are too small for conv_padding={padding} (three 3x3 convolutions and "
-                         f"two 2x2 pools); use --set conv_padding=1")
-    return 128 * sizes[0] * sizes[1]
+        raise ValueError(f"images of {h}x{w} are too small for conv_padding={padding} (3x3 convolutions and 2x2 "
+                         f"pools); use --set conv_padding=1")
+    return (256 if extra else 128) * sizes[0] * sizes[1]
 
 
 class ImagePath(nn.Module):
     """The conv stack for x, and, for an image-sized label, either its own stack or x's: features(x) and
     label_features(z), each flattened."""
 
-    def __init__(self, image_shape: tuple[int, int, int], label_is_image: bool, config: ImageConfig):
+    def __init__(self, spec, label_is_image: bool, config: ImageConfig):
         super().__init__()
-        self.image_shape = image_shape
-        self.flat = conv_features(image_shape, config.conv_padding)
-        self.conv = conv_stack(image_shape[0], config.conv_padding)
+        self.image_shape = image_shape = spec.image_shape
+        self.flat = conv_features(image_shape, config.conv_padding, spec.extra_conv)
+        self.conv = conv_stack(image_shape[0], config.conv_padding, spec.extra_conv)
         own = label_is_image and config.label_conv == "own"
-        self.label_conv = conv_stack(image_shape[0], config.conv_padding) if own else None
+        self.label_conv = conv_stack(image_shape[0], config.conv_padding, spec.extra_conv) if own else None
         self.label_is_image = label_is_image
 
     def both(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,10 +119,10 @@ class LabelMLP(nn.Module):
 class DTBlock(nn.Module):
     """One NoProp-DT block u_hat_t(z_{t-1}, x) of Figure 6 left; returns class logits [B, m]."""
 
-    def __init__(self, image_shape: tuple[int, int, int], embed_dim: int, num_classes: int, config: ImageConfig):
+    def __init__(self, spec, embed_dim: int, config: ImageConfig):
         super().__init__()
-        c, h, w = image_shape
-        self.path = ImagePath(image_shape, embed_dim == c * h * w, config)
+        num_classes = spec.num_classes
+        self.path = ImagePath(spec, embed_dim == spec.image_dim, config)
         self.image_fc = nn.Sequential(nn.Linear(self.path.flat, 256), nn.BatchNorm1d(256))
         if self.path.label_is_image:
             self.label_path = nn.Sequential(nn.Linear(self.path.flat, 256), nn.BatchNorm1d(256))
@@ -148,6 +149,5 @@ def discrete_model(spec, config, train=None) -> tuple[LabelEmbedding, nn.ModuleL
     `train` (a data.device.Split) is needed only to initialise prototype embeddings.
     """
     embed = make_embedding(config, spec, train)
-    blocks = nn.ModuleList(DTBlock(spec.image_shape, embed.dim, spec.num_classes, config)
-                           for _ in range(config.timesteps))
+    blocks = nn.ModuleList(DTBlock(spec, embed.dim, config) for _ in range(config.timesteps))
     return embed, blocks, make_head(config, embed)

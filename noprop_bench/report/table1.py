@@ -59,6 +59,7 @@ def section(res: Results, opts: Options) -> Section:
             diff, flag = "not comparable" if not pd.isna(r.paper) else "-", ""
         else:
             diff, flag = ("-" if pd.isna(r.diff) else f"{r.diff:+.2f}"), ("⚠" if r.flag else "")
+        v2 = " (v2)" if isinstance(r.source, str) and r.source.startswith("v2") else ""
         lines.append(f"| {r.dataset} | {r.split} | {r.method} | {r.embedding} | {r.config or '-'} | {r.precision} | "
-                     f"{r.cells} | {int(r.n)} | {fmt(r.mean, r.se)} | {fmt(r.paper, r.paper_se)} | {diff} | {flag} |")
+                     f"{r.cells} | {int(r.n)} | {fmt(r.mean, r.se)} | {fmt(r.paper, r.paper_se)}{v2} | {diff} | {flag} |")
     return Section("Table 1: accuracy (%)", "\n".join(lines), csvs={"table1.csv": t1})
