@@ -135,6 +135,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="do not resume: move an existing results.csv in --out "
                                                         "aside (to OUT/replaced-TIMESTAMP/) and run every cell")
     p.add_argument("--dry-run", action="store_true", help="list the cells, their settings and cost; run nothing")
+    p.add_argument("--jobs", type=_positive, default=1, help="run this many cells at once, each in its own "
+                   "process with the threads shared out (accuracy-only suites; refused for timed ones)")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: every cell in this process (default); ray: one Ray task per cell")
     p.add_argument("--ray-address", help="Ray cluster to use: auto (one started by `ray start` on this node), "
@@ -291,11 +293,16 @@ def run(args, argv: list[str]) -> int:
             print(f"suite '{name}': {suite.get('description', '')}")
             print(dry_run(cells, args.out))
             return 0
+        if args.jobs > 1 and args.executor == "ray":
+            raise ValueError("--jobs is for this machine; with --executor ray, Ray runs the cells side by side")
         # with Ray, the device is chosen on each worker; the driver needs none
         device = resolve_device(args.device) if args.executor == "local" else torch.device("cpu")
         if args.executor == "local":
             for p in sorted({c.precision for c in cells}):
                 check_precision(p, device)
+            if args.jobs > 1 and suite.get("timed"):
+                raise ValueError(f"--jobs {args.jobs}: suite '{name}' measures training times or memory, which cells "
+                                 f"running side by side would distort; run it with one job")
             parallel = [c for c in cells if getattr(c.config, "workers", 1) > 1]
             if device.type == "cuda" and parallel:
                 raise ValueError(f"{parallel[0].label()}: workers = {parallel[0].config.workers} trains its blocks in "
@@ -322,7 +329,7 @@ def run(args, argv: list[str]) -> int:
     if args.executor == "ray":
         meta["device"] = {"type": "ray", "requested": args.device, "address": args.ray_address,
                           "cpus_per_task": args.ray_cpus_per_task}
-    meta.update(executor=args.executor, suite=name, suite_config=suite, config_overrides=settings,
+    meta.update(executor=args.executor, jobs=args.jobs, suite=name, suite_config=suite, config_overrides=settings,
                 changed_from_suite=list(changed), deterministic=args.deterministic, data_dir=args.data_dir,
                 paper_protocol=not any(make_plan(c).departures for c in cells),
                 cells={**(previous or {}).get("cells", {}), **{c.id: c.as_dict() for c in cells}},
@@ -348,6 +355,9 @@ def run(args, argv: list[str]) -> int:
             from noprop_bench.run.ray_executor import run_cells_ray
             outcomes = run_cells_ray(todo, options, writer, args.device, args.ray_address,
                                      args.ray_cpus_per_task, args.ray_max_retries)
+        elif args.jobs > 1:
+            from noprop_bench.run.jobs import run_cells_jobs
+            outcomes = run_cells_jobs(todo, options, writer, args.jobs)
         else:
             with determinism(args.deterministic, device):
                 outcomes = run_cells(todo, options, writer)

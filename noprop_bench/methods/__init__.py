@@ -15,6 +15,10 @@ def _registry() -> dict:
     global _REGISTRY
     if _REGISTRY is None:
         from noprop_bench.methods.backprop import Backprop
+        from noprop_bench.methods.forward_forward import ForwardForward, ForwardForwardConv
+        from noprop_bench.methods.diffusion_blocks import DiffusionBlocks
+        from noprop_bench.methods.forward_gradient import ForwardGradient
+        from noprop_bench.methods.local_learning import LocalDecoupled, LocalGreedy
         from noprop_bench.methods.neural_ode import Adjoint, BackpropODE
         from noprop_bench.methods.noprop_ct import NoPropCT
         from noprop_bench.methods.noprop_ct_reweighted import NoPropCTReweighted
@@ -22,7 +26,8 @@ def _registry() -> dict:
         from noprop_bench.methods.noprop_fm import NoPropFM
         from noprop_bench.methods.plugins import load_plugins
         builtin = {cls.name: cls for cls in (NoPropDT, Backprop, NoPropCT, NoPropFM, Adjoint, BackpropODE,
-                                             NoPropCTReweighted)}
+                                             NoPropCTReweighted, LocalGreedy, LocalDecoupled, ForwardForward,
+                                             ForwardForwardConv, ForwardGradient, DiffusionBlocks)}
         plugins, broken = load_plugins(builtin)
         _REGISTRY = {"BUILTIN": builtin, "PLUGINS": plugins, "BROKEN": broken, "METHODS": {**builtin, **plugins}}
     return _REGISTRY

@@ -44,15 +44,17 @@ from torch import nn
 from noprop_bench.data.specs import get_spec
 from noprop_bench.methods.embeddings import check_embedding
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
 def make_optimizer(config: "MethodConfig", params, device) -> torch.optim.Optimizer:
     """Table 3's optimiser (config.optimizer, lr, weight_decay) over `params`. On CUDA its fused kernel:
     the same update in one launch per step instead of several per parameter group (on the CPU the
     fused kernel was no faster, so the default implementation stays)."""
-    fused = {"fused": True} if torch.device(device).type == "cuda" else {}
-    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+    extra = {"fused": True} if torch.device(device).type == "cuda" else {}
+    if config.optimizer == "sgd":
+        extra["momentum"] = getattr(config, "momentum", 0.0)  # a key of the methods that train with SGD
+    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay, **extra)
 
 
 @dataclass
@@ -106,6 +108,7 @@ class Method(nn.Module):
     summary: ClassVar[str] = ""  # one line for --list
     continuous: ClassVar[bool] = False
     stochastic: ClassVar[bool] = True   # predict() samples noise, so inference runs are repeated
+    owns_backward: ClassVar[bool] = False  # loss() runs its own backward pass(es) and returns a detached loss
     default_solver: ClassVar[str]
     solvers: ClassVar[tuple[str, ...]] = ()  # inference rules predict() accepts; default: (default_solver,)
     Config: ClassVar[type[MethodConfig]] = MethodConfig

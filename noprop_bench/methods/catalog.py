@@ -24,6 +24,18 @@ BUILTIN: dict[str, Entry] = {
                        "Li, Teh & Pascanu 2025, Algorithm 3"),
     "backprop-ode": Entry("the same neural ODE trained by back-propagating through the unrolled solver (odeint)",
                           "not in the paper: the adjoint's model with direct back-propagation"),
+    "local-greedy": Entry("local learning on NoProp's blocks: T passes, each block trained alone by its own "
+                          "cross-entropy on a detached input", "Belilovsky, Eickenberg & Oyallon 2019, arXiv 1812.11446"),
+    "local-decoupled": Entry("local learning on NoProp's blocks: every block trained every step by its own "
+                             "cross-entropy, each block's backward on its own", "Belilovsky, Eickenberg & Oyallon 2020, arXiv 1901.08164"),
+    "forward-forward": Entry("Forward-Forward: fully connected layers, each trained by its own goodness of positive "
+                             "and negative data", "Hinton 2022, arXiv 2212.13345, section 3.3"),
+    "forward-forward-conv": Entry("VARIANT of Forward-Forward on NoProp's three convolutions; not Hinton's network",
+                                  "Hinton 2022, arXiv 2212.13345 (goodness and losses)"),
+    "forward-gradient": Entry("LG-FG-A: forward gradients with activity perturbation and local greedy losses "
+                              "(LocalMixer M/1/16)", "Ren, Kornblith, Liao & Hinton 2023, arXiv 2210.03310"),
+    "diffusion-blocks": Entry("DiffusionBlocks: B blocks on NoProp's network, each a denoiser for its own range of "
+                              "noise levels, one block per step", "Shing, Koyama & Akiba 2025, arXiv 2506.14202"),
     "noprop-ct-reweighted": Entry("VARIANT of NoProp-CT: Eq. 9 with the SNR'(t) weight replaced (config "
                                   "'weighting'); not a paper row", "Kingma & Gao 2023, arXiv 2303.00848 (weightings)"),
 }

@@ -16,41 +16,14 @@ machine). Ray is an optional dependency: it is imported only here.
 from __future__ import annotations
 
 import os
-import platform
 import traceback
 
-import torch
 from tqdm.auto import tqdm
 
-from noprop_bench.data import DataError
+from noprop_bench.run.jobs import cell_task, task_options
+from noprop_bench.run.plan import Cell
 from noprop_bench.run.results import ResultWriter
-from noprop_bench.run.plan import Cell, make_plan
-from noprop_bench.run.precision import determinism
-from noprop_bench.run.runner import CellOutcome, RunOptions, SetupError, load_cell_data, resolve_device, run_cell
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def set_description(self, text):
-        pass
-
-
-def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, options: dict) -> dict:
-    """Body of one Ray task: everything a worker does for one cell. Returns rows or an error."""
-    host = platform.node()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        device = resolve_device(device_name)
-        data = load_cell_data(cell, device, data_dir)
-    except (DataError, ValueError) as e:
-        return {"rows": [], "diagnostics": [], "error": f"{cell.label()} on node {host}: {e}", "host": host}
-    run = RunOptions(device, data_dir, False, **options)
-    with determinism(run.deterministic, device):
-        outcome = run_cell(make_plan(cell, len(data.train), len(data.test)), data, run, None, _NoBar())
-    return {"rows": outcome.rows, "diagnostics": outcome.diagnostics, "error": outcome.error, "host": host}
+from noprop_bench.run.runner import CellOutcome, RunOptions, SetupError
 
 
 def _import_ray():
@@ -86,8 +59,7 @@ def run_cells_ray(cells: list[Cell], options: RunOptions, writer: ResultWriter |
             num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus_per_task,
             max_retries=max_retries, retry_exceptions=False, name="noprop-bench-cell",
             runtime_env={"env_vars": env} if env else None)
-        shared = {"diagnostics": options.diagnostics, "memory_probe": options.memory_probe, "flops": options.flops,
-                  "deterministic": options.deterministic}
+        shared = task_options(options)
         pending = {task.remote(cell, "cuda" if use_gpu else "cpu", options.data_dir,
                                0 if use_gpu else cpus_per_task, shared): cell for cell in cells}
         outcomes, failed = [], 0

@@ -17,7 +17,8 @@ def train_step(method, optimizer, x, y, stage, precision: str = "fp32"):
     optimizer.zero_grad(set_to_none=True)
     with autocast(precision, x.device):
         loss, terms = method.loss(x, y, stage)
-    loss.backward()
+    if not method.owns_backward:  # a method whose blocks each run their own backward has done so inside loss()
+        loss.backward()
     optimizer.step()
     return loss, terms
 

@@ -3,7 +3,8 @@
 (method x dataset x embedding x seed, minus `exclude`), each with its full method config and its
 evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are optional):
 
-  description      one line for --list
+  description      one line for `noprop-bench list`
+  timed            true: the suite's training times or memory are its result (--jobs is refused)
   methods, datasets, embeddings, seeds
   exclude          cells to leave out, e.g. [{method = "adjoint", embedding = "dim20"}]
   inference_runs   repeats of stochastic inference per evaluation setting (paper: 5)
@@ -30,7 +31,7 @@ from noprop_bench.run.precision import check_precision
 from noprop_bench.methods import METHODS, get_method
 from noprop_bench.methods.embeddings import check_embedding
 
-SUITE_KEYS = {"description", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
+SUITE_KEYS = {"description", "timed", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
               "train_limit", "test_limit", "holdout", "eval_points", "train_accuracy", "inference_steps", "solvers",
               "config", "grid", "precision"}
 EXCLUDE_KEYS = {"method", "dataset", "embedding", "seed"}
