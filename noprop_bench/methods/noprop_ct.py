@@ -52,8 +52,8 @@ class CTConfig(ContinuousConfig, HeadConfig):
     optimizer: str = "adam"        # Table 3
     timesteps: int = 1000          # inference steps (Table 3); training samples t continuously
     eta: float = 1.0               # Table 3
-    gamma_0: float = -7.0          # initial gamma(1) (our choice, see continuous.py)
-    gamma_1: float = 7.0           # initial gamma(0)
+    gamma_0: float = -4.6          # initial gamma(1): SNR(1) = e^4.6, about 100 (our choice: docs, choices)
+    gamma_1: float = 4.6           # initial gamma(0): SNR(0) = e^-4.6, about 0.01
     schedule_hidden: int = 1024    # units of the positive-weight schedule network (our choice)
     z_input: str = "raw"           # see the module docstring
     time_input: str = "t"

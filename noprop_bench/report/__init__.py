@@ -7,6 +7,7 @@ tables, rendering its markdown and drawing its figures, written together into RE
   competitors.py       NoProp's competitors beside NoProp and back-prop, and their published numbers
   parallel.py          block-parallel training: time and accuracy against the number of workers
   time_to_accuracy.py  training seconds to each accuracy target
+  stability.py         per configuration: the last point, the lowest point, the largest drop between points
   memory.py            Table 2: the tensor peak and its split, the CUDA peak, ratios to back-prop
   curves.py            accuracy against training time (Figure 3) and against inference steps
   diagnostics.py       per-block and per-t accuracies that explain the numbers
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from noprop_bench import faults
 from noprop_bench.files import atomic_write_bytes
-from noprop_bench.report import competitors, curves, diagnostics, efficiency, memory, parallel, table1, time_to_accuracy
+from noprop_bench.report import (competitors, curves, diagnostics, efficiency, memory, parallel, stability, table1,
+                                 time_to_accuracy)
 from noprop_bench.report.load import ReportError, Results, duplicated_cells, final_rows, load, load_results  # noqa: F401
 from noprop_bench.report.section import Options, Section
 
@@ -59,7 +61,7 @@ def header(res: Results) -> list[str]:
 def sections(res: Results, opts: Options, out: Path) -> list[Section]:
     return [table1.section(res, opts), efficiency.section(res, opts), competitors.section(res, opts),
             parallel.section(res, opts, out),
-            time_to_accuracy.section(res, opts), memory.section(res, opts, out), curves.section(res, opts, out),
+            time_to_accuracy.section(res, opts), stability.section(res, opts), memory.section(res, opts, out), curves.section(res, opts, out),
             diagnostics.section(res, opts, out)]
 
 

@@ -46,6 +46,7 @@ class Cell:
     overrides: tuple[str, ...] = ()        # how the command line changed the suite as written ('' = it did not)
     holdout: int | None = None             # evaluate on this many held-out training images, not the test set
     precision: str = "fp32"                # run/precision.py
+    final_inference_runs: int | None = None  # inference runs at the last point (None: inference_runs)
 
     @property
     def data_key(self) -> tuple:
@@ -86,7 +87,8 @@ class Cell:
                 "solvers": list(self.solvers), "eval_points": self.eval_points,
                 "train_accuracy": self.train_accuracy, "config": dataclasses.asdict(self.config),
                 "overrides": list(self.overrides), "precision": self.precision,
-                **({"holdout": self.holdout} if self.holdout else {})}
+                **({"holdout": self.holdout} if self.holdout else {}),
+                **({"final_inference_runs": self.final_inference_runs} if self.final_inference_runs else {})}
 
     @property
     def id(self) -> str:
@@ -96,7 +98,8 @@ class Cell:
                "inference_runs": self.inference_runs, "inference_steps": list(self.inference_steps),
                "solvers": list(self.solvers), "eval_points": self.eval_points,
                "train_accuracy": self.train_accuracy,
-               **{k: v for k in ("train_limit", "test_limit", "holdout") if (v := getattr(self, k)) is not None}}
+               **{k: v for k in ("train_limit", "test_limit", "holdout", "final_inference_runs")
+                  if (v := getattr(self, k)) is not None}}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def label(self) -> str:
@@ -155,20 +158,24 @@ class Plan:
         sweep = [("sweep", s) for s in self.final_settings] if step == self.total_steps else []
         return [("default", self.default_setting), *sweep]
 
-    @property
-    def runs(self) -> int:
-        """Inference runs per setting: stochastic inference is repeated, deterministic inference is not."""
-        return self.cell.inference_runs if self.method_cls.stochastic else 1
+    def runs_at(self, step: int) -> int:
+        """Inference runs per setting at `step`: stochastic inference is repeated (final_inference_runs times
+        at the last point, where Table 1 is read), deterministic inference is not."""
+        if not self.method_cls.stochastic:
+            return 1
+        final = self.cell.final_inference_runs or self.cell.inference_runs
+        return final if step == self.total_steps else self.cell.inference_runs
 
     def cost(self) -> dict:
         """Optimiser steps, evaluation points, and network evaluations x images (forward passes of a block or
         of the CT network) for training and for inference. A unit for comparing cells, not a time."""
         cls, config = self.method_cls, self.cell.config
-        per_eval = cls.nfe_per_image(config, *self.default_setting) * self.runs
-        final = per_eval + sum(cls.nfe_per_image(config, k, s) for k, s in self.final_settings) * self.runs
-        eval_nfe = self.n_test * (per_eval * (len(self.points) - 1) + final)
+        one = cls.nfe_per_image(config, *self.default_setting)
+        runs, last = self.runs_at(-1), self.runs_at(self.total_steps)
+        final = (one + sum(cls.nfe_per_image(config, k, s) for k, s in self.final_settings)) * last
+        eval_nfe = self.n_test * (one * runs * (len(self.points) - 1) + final)
         if self.cell.train_accuracy:
-            eval_nfe += self.n_train * per_eval  # default setting only, at the end
+            eval_nfe += self.n_train * one * last  # default setting only, at the end
         return {"train_steps": self.total_steps, "eval_points": len(self.points),
                 "train_nfe": config.epochs * self.n_train * cls.train_nfe_per_image(config), "eval_nfe": eval_nfe}
 

@@ -248,7 +248,7 @@ def _evaluate_point(plan: Plan, method, data: DeviceData, point: int, options: R
         if (k, solver) not in image_flops:
             image_flops[k, solver] = count_inference_flops(method, data.test, k, solver, cell.precision) if options.flops else None
         flops = image_flops[k, solver]
-        for run in range(plan.runs):
+        for run in range(plan.runs_at(point)):
             seed = _eval_seed(cell.seed, point, run)
             acc, seconds, nfe, predicted = evaluate(method, data.test, k, solver, seed, cell.precision)
             bar.update(nfe_images * len(data.test))

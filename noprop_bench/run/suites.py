@@ -8,6 +8,8 @@ evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are
   methods, datasets, embeddings, seeds
   exclude          cells to leave out, e.g. [{method = "adjoint", embedding = "dim20"}]
   inference_runs   repeats of stochastic inference per evaluation setting (paper: 5)
+  final_inference_runs  repeats at the last evaluation point only (default: inference_runs): curves
+                   with one run per point, Table 1's five at the end
   train_limit, test_limit   fixed seeded subsets (images)
   holdout          evaluate on this many training images set aside (not the test set): for A/Bs
   eval_points      evaluate at this many evenly spaced points of training (default: every epoch)
@@ -32,6 +34,7 @@ from noprop_bench.methods import METHODS, get_method
 from noprop_bench.methods.embeddings import check_embedding
 
 SUITE_KEYS = {"description", "timed", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
+              "final_inference_runs",
               "train_limit", "test_limit", "holdout", "eval_points", "train_accuracy", "inference_steps", "solvers",
               "config", "grid", "precision"}
 EXCLUDE_KEYS = {"method", "dataset", "embedding", "seed"}
@@ -95,6 +98,7 @@ def expand(name: str, suite: dict, overrides: dict | None = None, changed: tuple
     for e in suite["embeddings"]:
         check_embedding(e)
     runs = _positive_int(suite, "inference_runs", 1)
+    final_runs = _positive_int(suite, "final_inference_runs")
     limits = {key: _positive_int(suite, key) for key in ("train_limit", "test_limit", "holdout")}
     eval_points = _positive_int(suite, "eval_points")
     train_accuracy = suite.get("train_accuracy", False)
@@ -130,7 +134,7 @@ def expand(name: str, suite: dict, overrides: dict | None = None, changed: tuple
         fixed = {k: v for k, v in mine.items() if k not in swept}
         for combo in combos:
             values = {**common, **config.get(cls.name, {}), **combo, **fixed}
-            cells += _method_cells(name, suite, cls, values, exclude, limits, runs, steps, solvers, eval_points,
+            cells += _method_cells(name, suite, cls, values, exclude, limits, (runs, final_runs), steps, solvers, eval_points,
                                    train_accuracy, changed, precisions)
     if not cells:
         raise ValueError(f"suite '{name}': every cell is excluded; nothing to run")
@@ -169,8 +173,8 @@ def _method_cells(name, suite, cls, values, exclude, limits, runs, steps, solver
                     continue
                 # precision innermost: a cell's fp32 and bf16 runs are neighbours, timed side by side
                 cells += [Cell(name, cls.name, dataset, int(seed), cfg, limits["train_limit"], limits["test_limit"],
-                               runs, steps, solvers, eval_points, train_accuracy, tuple(changed), limits["holdout"],
-                               precision) for precision in precisions]
+                               runs[0], steps, solvers, eval_points, train_accuracy, tuple(changed), limits["holdout"],
+                               precision, runs[1]) for precision in precisions]
     return cells
 
 
