@@ -92,7 +92,7 @@ def test_default_suite_runs_on_real_mnist(mnist_dir, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "dfa"], "unknown method 'dfa'; valid methods: " + ", ".join(METHODS)),
-    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, fig3-small,"),
+    (["--suite", "table9"], "unknown suite 'table9'; valid suites: ci, competitors, fig3-small,"),
     (["--suite", "nowhere.toml"], "suite file nowhere.toml not found"),
     (["--embeddings", "dim=20"], "unknown embedding 'dim=20'; valid embeddings: one-hot, dim20, prototype"),
     (["--datasets", "svhm"], "unknown data set 'svhm'; valid data sets: mnist"),

@@ -7,6 +7,7 @@ from noprop_bench import cli as run_bench
 from noprop_bench import faults
 from noprop_bench.methods.parallel_dt import ParallelDT, head_owner, partition, worker_schedule
 from noprop_bench.methods.noprop_dt import NoPropDT
+from noprop_bench.report import write_report
 
 
 @pytest.mark.parametrize("T", [1, 2, 5, 10, 13])
@@ -65,6 +66,20 @@ def test_a_parallel_cell_runs_and_records_k_and_threads(tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert set(df["workers"]) == {2} and set(df["threads"]) == {1} and len(df) == 2
     assert df["test_acc"].iloc[-1] > 20  # 10 classes: the gathered model has learned (32-36 % here, K = 1 or 2)
+    diag = pd.read_csv(out / "diagnostics.csv")
+    workers = diag[diag["diagnostic"].str.startswith("worker_")]
+    assert set(workers["block"]) == {1, 2} and set(workers["step"]) == set(df["step"])  # every worker, every point
+    busy = workers[workers["diagnostic"] == "worker_busy_s"]["value"]
+    cpu = workers[workers["diagnostic"] == "worker_cpu_s"]["value"]
+    assert (busy > 0).all() and (cpu > 0).all()
+    steps = workers[workers["diagnostic"] == "worker_steps"].groupby("block")["value"].sum()
+    assert steps[1] > 0 and steps[2] > 0
+    parent = diag[diag["diagnostic"] == "parent_wall_s"]
+    assert len(parent) == 2 and (parent["block"] == 0).all()
+    # the main process waited at least as long as its slowest worker worked
+    assert (parent.set_index("step")["value"] >= busy.groupby(workers.loc[busy.index, "step"]).max() * 0.99).all()
+    report = (write_report(out) / "report.md").read_text()
+    assert "| digits | noprop-dt | 2 | 1 | 1 |" in report and "| main process |" in report
 
 
 @pytest.mark.slow  # worker processes each import torch: seconds

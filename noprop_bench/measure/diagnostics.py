@@ -19,6 +19,11 @@ They go to `diagnostics.csv` beside `results.csv`, one tidy row per measurement:
   mse            NoProp-CT: ||u_hat - u_y||^2 at t with z ~ q (the per-t term of Eq. 9 before its weight)
   loss_weight    NoProp-CT: eta/2 SNR'(t), the weight Eq. 9 puts on that term at t
   gamma          NoProp-CT: the learned gamma(t) at t = 0 and t = 1 (the schedule's endpoints)
+  goodness_pos, goodness_neg   Forward-Forward: each layer's goodness of positive and negative data
+  worker_busy_s, worker_cpu_s, worker_wait_s, worker_steps   block-parallel NoProp-DT, per worker (`block`
+                 = its rank + 1) over the interval before the point: seconds in its training loop, CPU
+                 seconds it got there, seconds it had waited for the interval's command, steps made
+  parent_wall_s, parent_cpu_s  block-parallel NoProp-DT: the main process over the same interval
 
 They run with the training clock stopped, in eval mode, on the first `DIAG_IMAGES` images of the
 evaluation split, with noise from their own seed in a forked RNG, so turning them off

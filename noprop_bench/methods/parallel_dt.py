@@ -85,7 +85,9 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
     conn.send(("ready", len(schedule)))
     with matmul_mode(precision, torch.device("cpu")):
         while True:
+            waited = time.perf_counter()
             cmd, arg = conn.recv()
+            waited = time.perf_counter() - waited
             if cmd == "stop":
                 return
             if cmd == "state":
@@ -98,6 +100,7 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
             target = round(arg * len(schedule))
             acc = {k: torch.zeros(()) for k in sums}
             faults.point(f"worker-interval-{rank}")
+            wall, cpu = time.perf_counter(), time.process_time()
             while done < target:
                 kind, t = schedule[done]
                 x, y = next(stream)
@@ -117,7 +120,8 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
                 opt.step()
                 counts[kind] += 1
                 done += 1
-            conn.send(("done", {k: v.item() for k, v in acc.items()}, counts))
+            timing = {"busy_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "wait_s": waited}
+            conn.send(("done", {k: v.item() for k, v in acc.items()}, counts, timing))
 
 
 def _batches(split: Split, batch_size: int):
@@ -176,18 +180,30 @@ class ParallelDT:
 
     def train_until(self, fraction: float) -> dict[str, float]:
         """Every worker trains up to `fraction` of its schedule; returns the interval's mean loss terms."""
+        wall, cpu = time.perf_counter(), time.process_time()
         for conn in self.conns:
             conn.send(("train", fraction))
-        sums, counts = {}, {"block": 0, "head": 0}
+        sums, counts, self.timing = {}, {"block": 0, "head": 0}, []
         for rank in range(len(self.conns)):
-            _, s, c = self._receive(rank, "done")
+            _, s, c, timing = self._receive(rank, "done")
+            self.timing.append({**timing, "steps": sum(c.values())})
             for k, v in s.items():
                 sums[k] = sums.get(k, 0.0) + v
             for k, v in c.items():
                 counts[k] += v
+        self.parent = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
         nb, nh = max(counts["block"], 1), max(counts["head"], 1)
         mse_w, ce, kl = sums["mse_w"] / nb, sums["ce"] / nh, sums["kl"] / nh
         return {"loss": ce + kl + mse_w, "ce": ce, "kl": kl, "mse": sums["mse"] / nb}
+
+    def diagnostics(self) -> list[dict]:
+        """Where the last interval's time went: per worker (`block` = its rank) its busy seconds (in its
+        training loop), the CPU seconds it got in them (less than busy: it waited for a core), the
+        seconds it had waited for this interval's command (idle after the last one), and its steps; and the
+        main process's wall and CPU seconds for the interval (block 0)."""
+        rows = [{"diagnostic": f"worker_{key}", "block": rank + 1, "value": value}
+                for rank, timing in enumerate(self.timing) for key, value in timing.items()]
+        return rows + [{"diagnostic": f"parent_{key}", "block": 0, "value": value} for key, value in self.parent.items()]
 
     def gather(self) -> None:
         """Copy every worker's blocks (and the head) into the main process's model."""

@@ -1,6 +1,9 @@
 """Block-parallel training: final accuracy and training time per number of worker processes K and torch
 threads per worker, for methods run at more than one K; speed-up = the training time of one worker with
-one thread (or with the most threads run) over this row's (methods/parallel_dt.py)."""
+one thread (or with the most threads run) over this row's (methods/parallel_dt.py). Where the time went,
+per worker (diagnostics.csv, summed over the training intervals and averaged over seeds): seconds busy in
+its training loop, the CPU seconds it got in them (fewer than busy: it waited for a core), seconds idle
+waiting for the next interval, and the main process's CPU seconds over the intervals' wall seconds."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,6 +31,19 @@ def compute(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def workers(res: Results) -> pd.DataFrame:
+    """Per K x threads x worker: busy, CPU and waiting seconds, and the main process's CPU share."""
+    d = res.diag
+    if d.empty or not d["diagnostic"].astype(str).str.startswith("worker_").any():
+        return pd.DataFrame()
+    cells = res.df.drop_duplicates("cell_id").set_index("cell_id")[["method", "dataset", "workers", "threads", "seed"]]
+    d = d[d["diagnostic"].astype(str).str.match(r"(worker|parent)_")]
+    d = d.drop(columns=[c for c in cells.columns if c in d.columns]).join(cells, on="cell_id")
+    per_cell = d.groupby(["method", "dataset", "workers", "threads", "seed", "block", "diagnostic"])["value"].sum()
+    mean = per_cell.groupby(level=["method", "dataset", "workers", "threads", "block", "diagnostic"]).mean().unstack()
+    return mean.reset_index()
+
+
 def plot(table: pd.DataFrame, path, suffix: str) -> bool:
     import matplotlib.pyplot as plt
     if table.empty:
@@ -49,17 +65,31 @@ def plot(table: pd.DataFrame, path, suffix: str) -> bool:
 
 
 def section(res: Results, opts: Options, out) -> Section:
-    par = compute(res.df)
+    par, w = compute(res.df), workers(res)
     drawn = plot(par, out / "parallel.png", opts.suffix)
     figures = {"parallel.png": (drawn, "no method run with more than one number of workers (suite 'parallel')")}
-    if par.empty:
+    if par.empty and w.empty:
         return Section("Block-parallel training: workers K", None, figures=figures)
     f = lambda v: "-" if pd.isna(v) else f"{v:.2f}"
-    lines = [__doc__.replace("\n", " ").strip(), "",
-             "| data set | method | precision | K | threads | cells | accuracy | train s | × vs 1×1 | × vs 1×max |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in par.itertuples():
-        lines.append(f"| {r.dataset} | {r.method} | {r.precision} | {int(r.workers)} | {int(r.threads)} | {r.cells} | "
-                     f"{fmt(r.acc, r.acc_se)} | {fmt(r.train_s, r.train_s_se)} | "
-                     f"{f(getattr(r, 'speedup_vs_1x1', np.nan))} | {f(getattr(r, 'speedup_vs_1xmax', np.nan))} |")
-    return Section("Block-parallel training: workers K", "\n".join(lines), csvs={"parallel.csv": par}, figures=figures)
+    lines = [__doc__.replace("\n", " ").strip()]
+    if not par.empty:
+        lines += ["", "| data set | method | precision | K | threads | cells | accuracy | train s | × vs 1×1 | × vs 1×max |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in par.itertuples():
+            lines.append(f"| {r.dataset} | {r.method} | {r.precision} | {int(r.workers)} | {int(r.threads)} | {r.cells} | "
+                         f"{fmt(r.acc, r.acc_se)} | {fmt(r.train_s, r.train_s_se)} | "
+                         f"{f(getattr(r, 'speedup_vs_1x1', np.nan))} | {f(getattr(r, 'speedup_vs_1xmax', np.nan))} |")
+    if not w.empty:
+        lines += ["", "| data set | method | K | threads | worker | steps | busy s | CPU s | waiting s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in w.sort_values(["dataset", "method", "workers", "threads", "block"]).itertuples():
+            if r.block > 0:
+                lines.append(f"| {r.dataset} | {r.method} | {int(r.workers)} | {int(r.threads)} | {int(r.block)} | "
+                             f"{f(r.worker_steps)} | {f(r.worker_busy_s)} | {f(r.worker_cpu_s)} | {f(r.worker_wait_s)} |")
+            else:
+                lines.append(f"| {r.dataset} | {r.method} | {int(r.workers)} | {int(r.threads)} | main process | - | "
+                             f"{f(r.parent_wall_s)} (wall) | {f(r.parent_cpu_s)} | - |")
+    csvs = {"parallel.csv": par} if not par.empty else {}
+    if not w.empty:
+        csvs["parallel_workers.csv"] = w
+    return Section("Block-parallel training: workers K", "\n".join(lines), csvs=csvs, figures=figures)

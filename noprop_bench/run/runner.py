@@ -209,7 +209,7 @@ def _train_and_evaluate(plan: Plan, data: DeviceData, options: RunOptions, write
             bar.set_description(f"{cell.label()} evaluating")
             rows, classes = _evaluate_point(plan, method, data, point, options, bar, image_flops)
             rows = [{**base, **interval, **row} for row in rows]
-            diagnostics = _diagnostics(plan, method, data, point, classes) if options.diagnostics else []
+            diagnostics = _diagnostics(plan, method, data, point, classes, trainer) if options.diagnostics else []
             faults.point("cell-point")
             if writer is not None:
                 writer.append(rows, diagnostics)
@@ -285,13 +285,14 @@ def evaluate(method, split, steps, solver, seed: int, precision: str = "fp32") -
     return acc, clock.last, method.last_nfe, int(predicted.sum().item())
 
 
-def _diagnostics(plan: Plan, method, data: DeviceData, point: int, classes: int) -> list[dict]:
+def _diagnostics(plan: Plan, method, data: DeviceData, point: int, classes: int, trainer) -> list[dict]:
     cell = plan.cell
     where = {"cell_id": cell.id, "method": cell.method, "dataset": cell.dataset, "embedding": cell.embedding,
              "seed": cell.seed, "epoch": plan.epoch_at(point), "step": point}
     with autocast(cell.precision, data.test.labels.device):
         found = probe(method, data.test, _eval_seed(cell.seed, point, DIAG_RUN), where)
-    return [{**where, "diagnostic": "pred_classes", "value": classes, "n": len(data.test)}, *found]
+    trained = [{**where, **row} for row in trainer.diagnostics()]
+    return [{**where, "diagnostic": "pred_classes", "value": classes, "n": len(data.test)}, *found, *trained]
 
 
 def _eval_seed(seed: int, step: int, run: int) -> int:

@@ -57,6 +57,9 @@ class SequentialTrainer:
     def gather(self) -> None:
         pass
 
+    def diagnostics(self) -> list[dict]:
+        return []
+
     def close(self) -> None:
         pass
 
