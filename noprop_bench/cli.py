@@ -276,6 +276,7 @@ def run(args, argv: list[str]) -> int:
     from noprop_bench.data import DataError
     from noprop_bench.data.sources import ensure_available
     from noprop_bench.methods import BROKEN
+    from noprop_bench.run.allocator import keep_freed_memory
     from noprop_bench.run.plan import make_plan
     from noprop_bench.run.precision import check_precision, determinism
     from noprop_bench.run.results import ResultWriter, run_metadata
@@ -283,6 +284,7 @@ def run(args, argv: list[str]) -> int:
     from noprop_bench.run.suites import expand, suite_name
     import torch
 
+    keep_freed_memory()
     for why in BROKEN.values():  # the built-in methods still run; say once why a plugin does not
         print(f"warning: {why}", file=sys.stderr)
     name = suite_name(args.suite)

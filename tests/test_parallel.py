@@ -29,6 +29,22 @@ def test_the_head_gets_as_many_updates_as_in_algorithm_1():
     assert sum(kind == "block" for kind, _ in schedule) == 2 * 3 * 5
 
 
+@pytest.mark.parametrize("T, K, batches", [(10, 2, 16), (10, 3, 47), (4, 4, 5), (5, 2, 1)])
+def test_every_fraction_of_the_head_owners_schedule_holds_its_share_of_head_steps(T, K, batches):
+    """The workers stop at the same fraction of their schedules at each evaluation point: were the head
+    steps bunched at the end of an epoch, the head owner would still be training blocks while the others
+    had finished theirs."""
+    groups = partition(T, K)
+    owner = head_owner(groups)
+    schedule = worker_schedule(groups[owner], True, T=T, epochs=2, batches=batches)
+    blocks = [t for kind, t in schedule if kind == "block"]
+    assert blocks == [t for t in groups[owner] for _ in range(batches)] * 2  # blocks in order, a pass each
+    heads, total = 0, len(schedule)
+    for n, (kind, _) in enumerate(schedule, 1):
+        heads += kind == "head"
+        assert abs(heads - n * (T * batches * 2) / total) <= 1.5, (n, heads)
+
+
 @pytest.mark.slow  # worker processes each import torch: seconds
 def test_gathered_blocks_are_what_the_workers_trained(digits):
     torch.manual_seed(0)

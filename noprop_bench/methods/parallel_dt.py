@@ -56,18 +56,25 @@ def head_owner(groups: list[list[int]]) -> int:
 
 
 def worker_schedule(blocks: list[int], owns_head: bool, T: int, epochs: int, batches: int) -> list[tuple]:
-    """(kind, t) per optimiser step of one worker: each epoch, a pass per block, then (head owner) T passes
-    of head steps, as many head updates as Algorithm 1 makes."""
-    epoch = [("block", t) for t in blocks for _ in range(batches)]
-    if owns_head:
-        epoch += [("head", None)] * (T * batches)
-    return epoch * epochs
+    """(kind, t) per optimiser step of one worker: each epoch, a pass per block; the head owner also makes
+    T passes of head steps (as many head updates as Algorithm 1), spread evenly among its block steps, so
+    that every fraction of the schedule, where the workers stop for an evaluation point, holds the same
+    share of each and no worker waits on another's head steps."""
+    block_steps = [("block", t) for t in blocks for _ in range(batches)]
+    if not owns_head:
+        return block_steps * epochs
+    head_steps = T * batches
+    where = [((i + 0.5) / len(block_steps), 0, step) for i, step in enumerate(block_steps)]
+    where += [((i + 0.5) / head_steps, 1, ("head", None)) for i in range(head_steps)]
+    return [step for _, _, step in sorted(where, key=lambda w: w[:2])] * epochs
 
 
 def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, threads, precision):
     """One worker: trains its blocks (and the head) on command; see the module docstring."""
     from noprop_bench.methods.base import make_optimizer
     from noprop_bench.methods.noprop_dt import NoPropDT
+    from noprop_bench.run.allocator import keep_freed_memory
+    keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(seed * 1_000_003 + 7919 * (rank + 1))  # its own data order and noise
     method = fast_layout(NoPropDT(spec, config, "cpu"))
@@ -173,7 +180,7 @@ class ParallelDT:
                 raise WorkerError(f"worker {rank} did not answer '{kind}' within {timeout:.0f} s")
 
     def train(self, done: int, point: int, total: int, progress) -> dict[str, float]:
-        """The runner's trainer interface (bench/runner.SequentialTrainer): up to step `point` of `total`."""
+        """The runner's trainer interface (run/step.SequentialTrainer): up to step `point` of `total`."""
         losses = self.train_until(point / total)
         progress(point - done)
         return losses

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from noprop_bench.data import DataError
+from noprop_bench.run.allocator import keep_freed_memory
 from noprop_bench.run.plan import Cell, make_plan
 from noprop_bench.run.precision import determinism
 from noprop_bench.run.results import ResultWriter
@@ -41,6 +42,7 @@ def task_options(options: RunOptions) -> dict:
 
 def cell_task(cell: Cell, device_name: str, data_dir: str | None, threads: int, options: dict) -> dict:
     """Everything a worker process does for one cell. Returns its rows, or an error naming the host."""
+    keep_freed_memory()
     host = platform.node()
     if threads:
         torch.set_num_threads(threads)

@@ -218,6 +218,7 @@ def run_metadata(argv: list[str], device: torch.device) -> dict:
     """Collected once per process."""
     from noprop_bench import __version__
     from noprop_bench.measure import machine
+    from noprop_bench.run import allocator
     versions = {}
     for name in PACKAGES:
         try:
@@ -238,4 +239,5 @@ def run_metadata(argv: list[str], device: torch.device) -> dict:
                    "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None},
         "host": platform.node(),
         "platform": platform.platform(),
+        "allocator": allocator.state(),
     }
