@@ -15,6 +15,8 @@ records method, device, batch, steps, precision, layout and images per second. O
 """
 import os
 
+import pandas as pd
+
 import pytest
 import torch
 
@@ -132,3 +134,15 @@ def test_the_progress_bar_counts_evaluation_and_ends_exactly_at_its_total(method
     assert cost["eval_nfe"] > 0
     assert sum(bar.updates) == pytest.approx(TRAIN_WORK * cost["train_nfe"] + cost["eval_nfe"])
     assert any("evaluating" in d for d in bar.descriptions)
+
+
+@pytest.mark.slow  # two fresh processes, each importing torch
+def test_the_step_profile_measures_both_allocators_in_fresh_processes(tmp_path):
+    from noprop_bench.measure import step_profile
+    assert step_profile.main([str(tmp_path), "--methods", "noprop-fm", "--precisions", "fp32", "--dataset",
+                              "digits", "--steps", "2", "--repeats", "1", "--profile-steps", "1"]) == 0
+    rows = pd.read_csv(tmp_path / "steps.csv")
+    assert list(rows["allocator"]) == ["default", "fixed"] and (rows["ms_per_step"] > 0).all()
+    assert "default" in rows["allocator_state"].iloc[0] and "glibc with fixed" in rows["allocator_state"].iloc[1]
+    table = (tmp_path / "profile-noprop-fm-fp32.txt").read_text()
+    assert "aten::convolution_backward" in table and "Self CPU" in table
