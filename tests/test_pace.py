@@ -1,4 +1,4 @@
-"""The learning-pace choices (issue 10): the decoder head, NoProp-CT's input and sampling keys, the
+"""The learning-pace choices: the decoder head, NoProp-CT's input and sampling keys, the
 held-out evaluation split, and the diagnostics file."""
 import pandas as pd
 import pytest

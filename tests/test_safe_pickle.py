@@ -1,4 +1,4 @@
-"""Pickled data files are untrusted: only numpy arrays in plain containers may load (issue 6)."""
+"""Pickled data files are untrusted: only numpy arrays in plain containers may load."""
 import os
 import pickle
 import re

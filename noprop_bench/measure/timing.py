@@ -36,7 +36,7 @@ class Clock:
 class PeakMemory:
     """The CUDA allocator's peak over a region (`max_memory_allocated` after `reset_peak_memory_stats`).
 
-    On every device the runner also records the tensor peak of bench/memory.py; on CPU that is the only
+    On every device the runner also records the tensor peak of measure/memory.py; on CPU that is the only
     measure (the process's RSS holds the data set and the allocator's history, so it cannot show Table 2).
     """
 

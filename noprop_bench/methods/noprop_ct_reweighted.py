@@ -1,10 +1,10 @@
 """NoProp-CT-reweighted: NoProp-CT with another weight on the denoising term. NOT the paper's objective.
 
 Eq. 9 weights ||u_hat(z_t, x, t) - u_y||^2 by SNR'(t). With lambda(t) = log SNR(t) = -gamma(t) that is
-lambda'(t) e^lambda per unit t: per unit of log-SNR the weight is SNR itself, so with the initial
-schedule (SNR from e^-7 to e^7) the high-SNR end, where z_t is almost u_y and denoising is copying,
-carries about 10^6 times the weight of the region SNR ~ 1 where inference decides the class
-(README, "Learning pace"). This variant keeps everything else of NoProp-CT (network, learned schedule,
+lambda'(t) e^lambda per unit t: per unit of log-SNR the weight is SNR itself, so the high-SNR end,
+where z_t is almost u_y and denoising is copying, carries SNR times the weight of the region SNR ~ 1
+where inference decides the class: about 100 times with the initial schedule (SNR up to e^4.6), about
+1100 times with endpoints +-7 (docs: the choices, NoProp-CT's endpoints). This variant keeps everything else of NoProp-CT (network, learned schedule,
 CE and KL terms, sampler) and replaces SNR'(t) by w(t) (Kingma & Gao 2023, "Understanding diffusion
 objectives", write such weights as functions of lambda):
 
@@ -31,7 +31,7 @@ WEIGHTINGS = ("sigmoid", "logsnr")
 
 @dataclass
 class CTReweightedConfig(CTConfig):
-    weighting: str = "sigmoid"   # chosen by the A/B in the README ("Learning pace")
+    weighting: str = "sigmoid"   # docs/choices.md
 
     def validate(self) -> None:
         super().validate()

@@ -37,8 +37,8 @@ class DTConfig(DiscreteConfig):
     cosine_s: float = 0.008        # offset of the cosine schedule (our choice, see schedules.py)
     alpha_bar_min: float = 1e-3    # clip of alpha_bar_0 (our choice)
     alpha_bar_max: float = 0.999   # clip of alpha_bar_T (our choice)
-    embed_state: str = "per_pass"  # W_Embed's optimiser state: one per pass, or "shared" by the T passes (README A/B 4)
-    workers: int = 1               # K processes training the blocks concurrently (bench/parallel.py); 1: Algorithm 1 in order
+    embed_state: str = "per_pass"  # W_Embed's optimiser state: one per pass, or "shared" by the T passes (docs/choices.md)
+    workers: int = 1               # K processes training the blocks concurrently (methods/parallel_dt.py); 1: Algorithm 1 in order
     threads: int = 0               # torch threads per worker (0: this process's threads, shared out among the workers)
 
     def validate(self) -> None:
@@ -77,7 +77,7 @@ class PerPassEmbeddingOptimizer:
     @property
     def state(self) -> dict:
         """Every inner optimiser's per-parameter state, as torch.optim.Optimizer.state (W_Embed's is the
-        latest pass's; bench/memory.py counts them all)."""
+        latest pass's; measure/memory.py counts them all)."""
         return {**self.main.state, **{(t, p): s for t, o in self.per_pass.items() for p, s in o.state.items()}}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
