@@ -4,9 +4,10 @@ A CPU training step frees and re-allocates the same activation buffers every ste
 glibc serves a block that large from a fresh mmap and unmaps it on free, unless its *dynamic* mmap
 threshold has been raised by an earlier large free, so whether every step pays page faults and kernel
 time for tens of MB of new pages depends on what the process happened to do before: a run that counted
-FLOPs first was fast, a block-parallel worker that had not was slow (results/benchmarks/allocator). Fixing both thresholds makes every process start in the fast state. Only where memory
-comes from changes, never what is computed; the tensor-memory columns (measure/memory.py) count tensors
-and are unaffected, while a CPU process keeps its peak resident set until it exits.
+FLOPs first was fast, a block-parallel worker that had not was slow (results/benchmarks/step-profile).
+Fixing both thresholds makes every process start in the fast state. Only where memory comes from
+changes, never what is computed; the tensor-memory columns (measure/memory.py) count tensors and are
+unaffected, while a CPU process keeps its peak resident set until it exits.
 
 Every process of the harness calls `keep_freed_memory()` first: the command line, a --jobs or Ray task, a
 block-parallel worker. NOPROP_BENCH_MALLOC=default leaves the allocator as the C library set it (for an
