@@ -203,3 +203,17 @@ def test_ci_suite_learns_in_every_method_on_real_mnist(ci_run, capsys):
     assert code == 0, text
     assert f"{df['method'].nunique()} cell(s) at or above their coarse floor, 0 below" in text
 
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_ci_suite_meets_its_tight_floor_in_every_method(ci_run, capsys):
+    """The CI accuracy gate's tight floor (the lowest of five measured seeds minus 3 s.d.): a change that
+    costs a method accuracy beyond its seeds' spread fails here, not only one that stops it learning."""
+    capsys.readouterr()
+    code = run(["check", ci_run, "--floor", "tight"])
+    text = capsys.readouterr().out
+    print(text)
+    assert code == 0, text
+    methods = pd.read_csv(ci_run / "results.csv")["method"].nunique()
+    assert f"{methods} cell(s) at or above their tight floor, 0 below" in text
