@@ -23,10 +23,11 @@ def _registry() -> dict:
         from noprop_bench.methods.noprop_ct import NoPropCT
         from noprop_bench.methods.noprop_ct_reweighted import NoPropCTReweighted
         from noprop_bench.methods.noprop_dt import NoPropDT
+        from noprop_bench.methods.noprop_dt_decoder import NoPropDTDecoder
         from noprop_bench.methods.noprop_fm import NoPropFM
         from noprop_bench.methods.plugins import load_plugins
         builtin = {cls.name: cls for cls in (NoPropDT, Backprop, NoPropCT, NoPropFM, Adjoint, BackpropODE,
-                                             NoPropCTReweighted, LocalGreedy, LocalDecoupled, ForwardForward,
+                                             NoPropCTReweighted, NoPropDTDecoder, LocalGreedy, LocalDecoupled, ForwardForward,
                                              ForwardForwardConv, ForwardGradient, DiffusionBlocks)}
         plugins, broken = load_plugins(builtin)
         _REGISTRY = {"BUILTIN": builtin, "PLUGINS": plugins, "BROKEN": broken, "METHODS": {**builtin, **plugins}}

@@ -6,7 +6,10 @@
              each row to norm 1. Orthogonal rows already have norm 1, but N(0, 1) rows in R^20 have norm
              about 4.5 (CIFAR-100), which scales every SNR-weighted term of Eq. 8 by about 20
   prototype  learned, d = image size, row c initialised with the class-c training image whose median
-             distance to the other class-c images is smallest (computed on normalised images)
+             distance to the other class-c images is smallest (computed on normalised images).
+             Figure 5 compares other initialisations at this size, config 'prototype_init' (NoProp-DT,
+             back-prop): "medoid" (the paper's prototypes, default), "orthogonal" (orthonormal rows, as
+             dim20's) or "random" (N(0, 1), as dim20's "randomly otherwise")
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from torch import nn
 from noprop_bench.methods.catalog import EMBEDDINGS
 
 DIM20_ROWS = ("paper", "unit")
+PROTOTYPE_INITS = ("medoid", "orthogonal", "random")
 
 
 def check_embedding(kind: str) -> str:
@@ -47,7 +51,7 @@ def class_medoids(images: torch.Tensor, labels: torch.Tensor, num_classes: int) 
 class LabelEmbedding(nn.Module):
     def __init__(self, kind: str, num_classes: int, image_dim: int,
                  prototype_images: torch.Tensor | None = None, prototype_labels: torch.Tensor | None = None,
-                 dim20_rows: str = "paper"):
+                 dim20_rows: str = "paper", prototype_init: str = "medoid"):
         super().__init__()
         self.kind = check_embedding(kind)
         self.image_dim = image_dim
@@ -59,10 +63,14 @@ class LabelEmbedding(nn.Module):
             if dim20_rows == "unit":
                 w = w / w.norm(dim=1, keepdim=True)
             self.weight = nn.Parameter(w)
-        else:
+        elif prototype_init == "medoid":
             if prototype_images is None:
                 raise ValueError("the prototype embedding is initialised from training images; none were given")
             self.weight = nn.Parameter(class_medoids(prototype_images, prototype_labels, num_classes))
+        else:
+            w = torch.empty(num_classes, image_dim)
+            nn.init.orthogonal_(w) if prototype_init == "orthogonal" else nn.init.normal_(w)
+            self.weight = nn.Parameter(w)
 
     @property
     def dim(self) -> int:
@@ -79,6 +87,8 @@ class LabelEmbedding(nn.Module):
 
 def make_embedding(config, spec, train=None) -> LabelEmbedding:
     """W_Embed for a method config; `train` (a noprop_bench.data.Split) only feeds prototype initialisation."""
-    protos = (train.normalise(train.images), train.labels) if config.embedding == "prototype" else (None, None)
+    init = getattr(config, "prototype_init", "medoid")
+    medoids = config.embedding == "prototype" and init == "medoid"
+    protos = (train.normalise(train.images), train.labels) if medoids else (None, None)
     return LabelEmbedding(config.embedding, spec.num_classes, spec.image_dim, *protos,
-                          dim20_rows=getattr(config, "dim20_rows", "paper"))
+                          dim20_rows=getattr(config, "dim20_rows", "paper"), prototype_init=init)

@@ -7,6 +7,7 @@
   Eq. 3/7  ancestral_step          z_t = a_t u_hat + b_t z_{t-1} + sqrt(c_t) eps
   Eq. 18   mix                     z_t = (1 - a_t) z_{t-1} + a_t u_hat   (the back-prop baseline's chain)
   Eq. 10   flow_path               z_t = t u_y + (1 - t) z_0 (+ sigma eps), target u_y - z_0   (NoProp-FM)
+  Eqs. 15-16 radial_posterior      log p_hat(y | z_T) up to a constant: -|softmax(f(z_T)) @ W_Embed - u_y|^2 / 2 sigma^2
 
 ab_t may be a scalar (one time for the batch) or a vector [B] (one time per example).
 """
@@ -52,3 +53,19 @@ def flow_path(u: torch.Tensor, z0: torch.Tensor, t: torch.Tensor, sigma: float) 
     and the target velocity u_y - z_0."""
     s = _per_row(t)
     return s * u + (1 - s) * z0 + sigma * torch.randn_like(u), u - z0
+
+
+def radial_posterior(logits: torch.Tensor, embeddings: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Eqs. 15-16, the "posterior" class probability of Figure 4, as class scores [B, m]: with
+    y_tilde = softmax(f(z_T)) @ W_Embed, p_hat(y | z_T) is proportional to exp(-|y_tilde - u_y|^2 / 2 sigma^2).
+
+    The paper does not give sigma. OUR CHOICE: `sigma` is in units of the root-mean-square distance between
+    two class embeddings (computed without gradient, so it follows learned embeddings without being a way
+    for the loss to move them), so one value means the same sharpness for one-hot, dim20 and prototype rows."""
+    u = embeddings
+    m = len(u)
+    with torch.no_grad():
+        spread = torch.cdist(u.float(), u.float()).pow(2).sum() / max(m * (m - 1), 1)
+    y_tilde = expected_embedding(logits, u)
+    sq_dist = y_tilde.pow(2).sum(1, keepdim=True) - 2 * y_tilde @ u.T + u.pow(2).sum(1)
+    return -sq_dist / (2 * sigma ** 2 * spread.clamp_min(1e-12))

@@ -9,6 +9,11 @@ on its own loss; no gradient crosses blocks. Per minibatch, with u_y = W_Embed[y
   L_t = CE(head(z_T), y) + KL(q(z_0|y) || N(0, I)) + (T/2) eta (SNR(t) - SNR(t-1)) ||u_hat - u_y||^2
 Inference (Eq. 3): z_0 ~ N(0, I); z_t = a_t u_hat_t(z_{t-1}, x) + b_t z_{t-1} + sqrt(c_t) eps; scores = head(z_T).
 
+The class probability p_hat(y | z_T), in the CE term and at inference, is config 'class_prob': "softmax"
+(Eq. 14, default: softmax(head(z_T))) or "posterior" (Eqs. 15-16, Figure 4: the radial posterior around
+y_tilde = softmax(head(z_T)) @ W_Embed, with 'posterior_sigma', which the paper does not give;
+equations.radial_posterior).
+
 OUR CHOICE for learned embeddings (dim20, prototype), config 'embed_state': every pass updates W_Embed, and
 Algorithm 1 does not say whose optimiser state it has. "per_pass" (default): pass t keeps its own state for
 W_Embed; "shared": one Adam state across the T passes, so its moment estimates after pass T (weight ~480
@@ -29,6 +34,7 @@ from noprop_bench.methods import equations as eq
 
 
 EMBED_STATES = ("shared", "per_pass")
+CLASS_PROBS = ("softmax", "posterior")
 
 
 @dataclass
@@ -40,6 +46,8 @@ class DTConfig(DiscreteConfig):
     embed_state: str = "per_pass"  # W_Embed's optimiser state: one per pass, or "shared" by the T passes (docs/choices.md)
     workers: int = 1               # K processes training the blocks concurrently (methods/parallel_dt.py); 1: Algorithm 1 in order
     threads: int = 0               # torch threads per worker (0: this process's threads, shared out among the workers)
+    class_prob: str = "softmax"    # p_hat(y | z_T): Eq. 14's "softmax" or Eqs. 15-16's radial "posterior" (Figure 4)
+    posterior_sigma: float = 0.5   # sigma of Eq. 16, in units of the rms distance between class embeddings (docs/choices.md)
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +63,10 @@ class DTConfig(DiscreteConfig):
                              f"run would be another algorithm; use --embeddings one-hot or workers = 1")
         if not self.eta >= 0:
             raise ValueError(f"config 'eta' must be >= 0, got {self.eta!r}")
+        if self.class_prob not in CLASS_PROBS:
+            raise ValueError(f"config 'class_prob' must be one of {', '.join(CLASS_PROBS)}, got {self.class_prob!r}")
+        if not self.posterior_sigma > 0:
+            raise ValueError(f"config 'posterior_sigma' must be > 0, got {self.posterior_sigma!r}")
         cosine_alpha_bar(self.timesteps, self.cosine_s, self.alpha_bar_min, self.alpha_bar_max)
 
 
@@ -143,9 +155,15 @@ class NoPropDT(Method):
         mse = (self.denoise(t, self.noised_label(u, t - 1), x) - u).pow(2).sum(1).mean()
         return 0.5 * cfg.timesteps * cfg.eta * (self.snr[t] - self.snr[t - 1]) * mse, mse
 
+    def class_scores(self, z: torch.Tensor) -> torch.Tensor:
+        """log p_hat(y | z_T) up to a constant per row: Eq. 14's head(z_T), or Eqs. 15-16's radial posterior."""
+        if self.config.class_prob == "posterior":
+            return eq.radial_posterior(self.head(z), self.embed.weight, self.config.posterior_sigma)
+        return self.head(z)
+
     def head_terms(self, u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 8's CE(head(z_T), y) with z_T ~ q(z_T | y), and its KL term (no parameters but W_Embed's)."""
-        ce = F.cross_entropy(self.head(self.noised_label(u, self.config.timesteps)), y)
+        """Eq. 8's CE(p_hat(. | z_T), y) with z_T ~ q(z_T | y), and its KL term (no parameters but W_Embed's)."""
+        ce = F.cross_entropy(self.class_scores(self.noised_label(u, self.config.timesteps)), y)
         return ce, eq.kl_to_prior(u, self.alpha_bar[0]).mean()
 
     def loss(self, x, y, t: int):
@@ -170,4 +188,4 @@ class NoPropDT(Method):
         for t in range(1, self.config.timesteps + 1):
             z = eq.ancestral_step(z, self.denoise(t, z, x), self.a[t], self.b[t], self.c[t])
         self.last_nfe = self.config.timesteps
-        return self.head(z)
+        return self.class_scores(z)

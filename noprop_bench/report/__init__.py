@@ -24,7 +24,7 @@ from pathlib import Path
 
 from noprop_bench import faults
 from noprop_bench.files import atomic_write_bytes
-from noprop_bench.report import (competitors, curves, diagnostics, efficiency, memory, parallel, stability, table1,
+from noprop_bench.report import (ablations, competitors, curves, diagnostics, efficiency, memory, parallel, stability, table1,
                                  time_to_accuracy)
 from noprop_bench.report.load import ReportError, Results, duplicated_cells, final_rows, load, load_results  # noqa: F401
 from noprop_bench.report.section import Options, Section
@@ -60,7 +60,7 @@ def header(res: Results) -> list[str]:
 
 def sections(res: Results, opts: Options, out: Path) -> list[Section]:
     return [table1.section(res, opts), efficiency.section(res, opts), competitors.section(res, opts),
-            parallel.section(res, opts, out),
+            ablations.section(res, opts), parallel.section(res, opts, out),
             time_to_accuracy.section(res, opts), stability.section(res, opts), memory.section(res, opts, out), curves.section(res, opts, out),
             diagnostics.section(res, opts, out)]
 

@@ -27,6 +27,8 @@ from noprop_bench.methods import get_method
 CELL_SCHEMA = 2  # bump when a change of defaults must not resume cells finished under the old ones
 PAPER_METHODS = ("backprop", "noprop-dt", "adjoint", "noprop-ct", "noprop-fm")
 PROTOCOL_NEUTRAL = {"threads"}  # config keys that change where a cell runs, not what it computes
+# config values the paper itself ran (its Figures 4 and 5): a cell with one of them runs the paper's protocol
+PAPER_SETTINGS = {"class_prob": {"posterior"}, "prototype_init": {"orthogonal", "random"}}
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def departures(cell: Cell) -> tuple[str, ...]:
         out.append(f"data set {cell.dataset} is not in Table 3")
     default = dataclasses.asdict(cell.defaults())
     for key, value in sorted(cell.changed_config().items()):
-        if key not in PROTOCOL_NEUTRAL:
+        if key not in PROTOCOL_NEUTRAL and value not in PAPER_SETTINGS.get(key, ()):
             out.append(f"{key} {value} (default {default.get(key)})")
     for key, what in (("train_limit", "train-limit"), ("test_limit", "test-limit")):
         if getattr(cell, key) is not None:
