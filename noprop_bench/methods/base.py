@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from noprop_bench.data.specs import get_spec
+from noprop_bench.methods.catalog import EMBEDDINGS
 from noprop_bench.methods.embeddings import check_embedding
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -111,6 +112,7 @@ class Method(nn.Module):
     owns_backward: ClassVar[bool] = False  # loss() runs its own backward pass(es) and returns a detached loss
     default_solver: ClassVar[str]
     solvers: ClassVar[tuple[str, ...]] = ()  # inference rules predict() accepts; default: (default_solver,)
+    label_embeddings: ClassVar[tuple[str, ...]] = EMBEDDINGS  # the label embeddings it trains with; its config refuses others
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     TABLE3: ClassVar[dict[str, dict]] = {}  # per data set: the Table 3 values that differ from Config
 

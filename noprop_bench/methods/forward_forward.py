@@ -80,6 +80,7 @@ def length_normalise(h: torch.Tensor) -> torch.Tensor:
 
 
 class ForwardForward(Method):
+    label_embeddings = ("one-hot",)
     name = "forward-forward"
     summary = catalog.summary("forward-forward")
     default_solver = "goodness"

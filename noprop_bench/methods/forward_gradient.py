@@ -75,6 +75,7 @@ class GroupedLinear(nn.Module):
 
 
 class ForwardGradient(Method):
+    label_embeddings = ("one-hot",)
     name = "forward-gradient"
     summary = catalog.summary("forward-gradient")
     default_solver = "readout"

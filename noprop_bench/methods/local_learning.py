@@ -54,6 +54,7 @@ class LocalConfig(DiscreteConfig):
 
 class LocalLearning(Method):
     """What both forms share: the chain, the per-block losses, prediction by the last block."""
+    label_embeddings = ("one-hot",)  # trained on class labels: a learned W_Embed would get no gradient
     default_solver = "chain"
     stochastic = True  # z_0 ~ N(0, I)
     Config = LocalConfig

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from noprop_bench.methods.base import MethodConfig
-from noprop_bench.methods.embeddings import DIM20_ROWS, LabelEmbedding, make_embedding
+from noprop_bench.methods.embeddings import DIM20_ROWS, PROTOTYPE_INITS, LabelEmbedding, make_embedding
 from noprop_bench.methods.heads import HeadConfig, make_head
 
 LABEL_CONVS = ("own", "shared")
@@ -44,11 +44,15 @@ class ImageConfig(MethodConfig):
 class DiscreteConfig(HeadConfig, ImageConfig):
     """What NoProp-DT and its back-prop baseline share: the "identical model structures" of the paper."""
     dim20_rows: str = "paper"   # dim20 rows as drawn ("paper"), or rescaled to norm 1 ("unit"); embeddings.py
+    prototype_init: str = "medoid"  # prototype rows: the paper's class medoids, or "orthogonal" / "random" (Figure 5)
 
     def validate(self) -> None:
         super().validate()
         if self.dim20_rows not in DIM20_ROWS:
             raise ValueError(f"config 'dim20_rows' must be one of {', '.join(DIM20_ROWS)}, got {self.dim20_rows!r}")
+        if self.prototype_init not in PROTOTYPE_INITS:
+            raise ValueError(f"config 'prototype_init' must be one of {', '.join(PROTOTYPE_INITS)}, "
+                             f"got {self.prototype_init!r}")
 
 
 def conv_stack(in_channels: int, padding: int = 0, extra: bool = False) -> nn.Sequential:
