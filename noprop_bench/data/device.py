@@ -109,7 +109,7 @@ def load_data(name: str, device: torch.device | str, data_dir: Path | str | None
     tr_x, tr_y = _subset(tr_x, tr_y, train_limit, name, "train")
     tr_x, tr_y, te_x, te_y = (t.to(device) for t in (tr_x, tr_y, te_x, te_y))
     # Per-channel statistics of the training images actually used (the paper names no normalisation;
-    # standardising the input is our choice, see README).
+    # standardising the input is our choice, see docs/choices.md).
     pixels = tr_x.float().div_(255).transpose(0, 1).reshape(spec.image_shape[0], -1)
     mean = pixels.mean(dim=1).view(1, -1, 1, 1)
     std = pixels.std(dim=1).clamp_min(1e-6).view(1, -1, 1, 1)

@@ -6,10 +6,9 @@
 
 Why the decoder: in all three methods the head reads a z that lies near the rows of W_Embed (z_T or z_1
 ~ q(. | y) in NoProp's cross-entropy term; back-prop's z_T is a convex mixture of the rows). PyTorch's
-default head maps them to logits of s.d. about 0.2, which Adam at 1e-3 grows slowly, so the head, not
-the blocks, limits accuracy for hundreds of steps (back-prop 45.95 % vs 94.40 % on held-out MNIST after
-one quick-suite epoch; NoProp-CT's cross-entropy still 2.09 of ln 10 = 2.30 after 3 epochs of 6000
-images). The A/Bs and their commands are in the README's table of choices.
+default head maps them to logits of s.d. about 0.2, which Adam at 1e-3 grows slowly, so the head rather
+than the blocks can limit accuracy for the first hundreds of steps. The evidence for the default, with its
+command, is in docs/choices.md.
 """
 from __future__ import annotations
 
