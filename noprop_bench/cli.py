@@ -152,6 +152,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "FLOP columns stay empty")
     p.add_argument("--no-report", action="store_true", help="do not write the report (plots and report.md in "
                                                             "OUT/report) at the end of the run")
+    p.add_argument("--track", type=_csv, default=[], metavar="TRACKERS",
+                   help="also stream the rows, and the report's figures at the end, to tensorboard, mlflow and/or "
+                        "wandb (comma-separated; offline, under OUT; needs the track extra)")
     p.add_argument("--no-diagnostics", action="store_true", help="do not write diagnostics.csv (per-block and "
                                                                  "per-t accuracies; they never change results.csv)")
 
@@ -295,6 +298,8 @@ def run(args, argv: list[str]) -> int:
             print(f"suite '{name}': {suite.get('description', '')}")
             print(dry_run(cells, args.out))
             return 0
+        from noprop_bench.run.trackers import check_trackers
+        check_trackers(args.track)
         if args.jobs > 1 and args.executor == "ray":
             raise ValueError("--jobs is for this machine; with --executor ray, Ray runs the cells side by side")
         # with Ray, the device is chosen on each worker; the driver needs none
@@ -343,7 +348,11 @@ def run(args, argv: list[str]) -> int:
         from noprop_bench.measure.flops import roof, roof_size
         meta["roof_gflops"] = {p: roof(device, p) for p in sorted({c.precision for c in todo})}
         meta["roof"] = f"{roof_size(device)}^3 matrix product per precision (measure/flops.py), GFLOP/s"
+    meta["trackers"] = args.track
     writer.write_metadata(meta)
+    if args.track:
+        from noprop_bench.run.trackers import Trackers
+        writer.trackers = Trackers(args.track, writer.out_dir, meta)
     where = f"Ray ({args.ray_address or 'local'})" if args.executor == "ray" else f"{meta['machine']['label']} ({device})"
     print(f"{len(cells)} cell(s) of suite '{name}' on {where}; {len(cells) - len(todo)} already finished in "
           f"{writer.out_dir}, {len(todo)} to run; writing {writer.csv_path}", file=sys.stderr)
@@ -364,11 +373,15 @@ def run(args, argv: list[str]) -> int:
             with determinism(args.deterministic, device):
                 outcomes = run_cells(todo, options, writer)
     except (SetupError, DataError) as e:
+        if writer.trackers is not None:
+            writer.trackers.shutdown()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except FatalDeviceError as e:
         stopped, outcomes = str(e), []
     except KeyboardInterrupt:
+        if writer.trackers is not None:
+            writer.trackers.shutdown()
         print(f"\ninterrupted: every finished cell is in {writer.csv_path}; run the same command again "
               f"to resume (the interrupted cell starts over)", file=sys.stderr)
         return 130
@@ -383,9 +396,14 @@ def run(args, argv: list[str]) -> int:
     if not args.no_report:
         from noprop_bench.report import ReportError, write_report
         try:
-            print(f"report: {write_report(writer.out_dir) / 'report.md'}")
+            report_dir = write_report(writer.out_dir)
+            print(f"report: {report_dir / 'report.md'}")
+            if writer.trackers is not None:
+                writer.trackers.figures(report_dir)
         except ReportError as e:  # e.g. every cell failed: the results above still stand
             print(f"report not written: {e}", file=sys.stderr)
+    if writer.trackers is not None:
+        writer.trackers.shutdown()
     for error in meta["failed"].values():
         print(f"error: {error}", file=sys.stderr)
     if stopped:

@@ -60,6 +60,7 @@ class ResultWriter:
         self.ledger_path = self.out_dir / "cells.jsonl"
         self.diag_path = self.out_dir / "diagnostics.csv"
         self.finished: dict[str, dict] = {}  # cell_id -> ledger entry
+        self.trackers = None  # run/trackers.Trackers: the rows streamed on, once they are on disk
         self.dropped_rows = 0
         self.moved_to: Path | None = None
         if fresh and self.csv_path.exists():
@@ -132,10 +133,12 @@ class ResultWriter:
                 continue
             with open(path, "a", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=columns, extrasaction="raise")
-                for row in new:
-                    writer.writerow({k: _fmt(row.get(k)) for k in columns})
+                formatted = [{k: _fmt(row.get(k)) for k in columns} for row in new]
+                writer.writerows(formatted)
                 f.flush()
                 os.fsync(f.fileno())
+            if self.trackers is not None and path == self.csv_path:
+                self.trackers.log_rows(new, [{k: str(v) for k, v in row.items()} for row in formatted])  # as the CSV reads
 
     def check_unchanged(self, cells) -> None:
         """Refuse to resume a finished cell whose config has since changed under the same id (a default
@@ -165,6 +168,8 @@ class ResultWriter:
             f.flush()
             os.fsync(f.fileno())
         self.finished[cell.id] = entry
+        if self.trackers is not None:
+            self.trackers.finish_cell(cell.id, error)
 
     def read_metadata(self) -> dict | None:
         try:
