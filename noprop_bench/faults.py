@@ -9,7 +9,8 @@ so a test can show that a kill at that moment loses nothing. Never set outside t
 Points (each outside any training loop): `cell-start` (a cell's model is built, nothing of it written),
 `cell-point` (a cell's evaluation point is done: its rows are about to be written), `between-cells` (a
 cell is in the ledger, the next has not started), `report` (the report's files are being written),
-`worker-interval-RANK` (block-parallel worker RANK starts an interval of training).
+`worker-interval-RANK` (block-parallel worker RANK starts an interval of training), `gpucheck-STEP` (the
+GPU check's process for STEP has started).
 """
 from __future__ import annotations
 
