@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 
 from noprop_bench import paths
+from noprop_bench.data.augment import augment as augment_batch
 from noprop_bench.data.sources import DataError, read_arrays
 from noprop_bench.data.specs import DatasetSpec, get_spec
 
@@ -32,10 +33,11 @@ class Split:
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float().div_(255) - self._mean) / self._std
 
-    def batches(self, batch_size: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, shuffle: bool, augment: str = "none") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (normalised float images, labels); the last batch may be smaller (no data dropped).
 
-        Shuffling draws from the device's global generator, so it follows the cell's seed.
+        Shuffling and augmentation (data/augment.py, on the uint8 batch) draw from the device's global
+        generator, so they follow the cell's seed.
         """
         n = len(self)
         order = torch.randperm(n, device=self.labels.device) if shuffle else None
@@ -44,7 +46,7 @@ class Split:
                 idx = slice(start, start + batch_size)
             else:
                 idx = order[start:start + batch_size]
-            yield self.normalise(self.images[idx]), self.labels[idx]
+            yield self.normalise(augment_batch(self.images[idx], augment)), self.labels[idx]
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)

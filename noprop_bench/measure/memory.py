@@ -108,7 +108,7 @@ def probe_training_memory(method, optimizer, split, batch_size: int, steps: int 
 
     def forever():
         while True:
-            yield from split.batches(batch_size, shuffle=True)
+            yield from split.batches(batch_size, shuffle=True, augment=method.config.augment)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         batches = forever()

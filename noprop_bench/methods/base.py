@@ -41,6 +41,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from noprop_bench.data.augment import check_augment
 from noprop_bench.data.specs import get_spec
 from noprop_bench.methods.catalog import EMBEDDINGS
 from noprop_bench.methods.embeddings import check_embedding
@@ -68,9 +69,11 @@ class MethodConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-3
     timesteps: int = 10         # T: blocks (discrete) or integration steps (continuous)
+    augment: str = "none"       # training batches: "none" (the paper), "crop" or "crop-flip" (data/augment.py)
 
     def validate(self) -> None:
         check_embedding(self.embedding)
+        check_augment(self.augment)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
         for name in ("batch_size", "epochs", "timesteps"):

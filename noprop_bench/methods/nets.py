@@ -9,7 +9,8 @@ section 14), whose 18 entries all come out within 0.005 M only with:
   label_conv = "own" an image-sized noised label (prototype embeddings) goes through a conv stack of its
                      own, of the same shape as x's ("the same convolutional module", Section 2.3.2, read as the
                      same architecture); "shared" feeds it through x's stack (one set of filters for both)
-PyTorch's default initialisation; the linear head p_hat_theta_out is made by methods/heads.py.
+PyTorch's default initialisation; the linear head p_hat_theta_out is made by methods/heads.py. The
+`backbone` key swaps the conv stack for a torchvision ResNet (methods/backbones.py; not the paper's).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from noprop_bench.methods.backbones import BACKBONES, resnet_encoder
 from noprop_bench.methods.base import MethodConfig
 from noprop_bench.methods.embeddings import DIM20_ROWS, PROTOTYPE_INITS, LabelEmbedding, make_embedding
 from noprop_bench.methods.heads import HeadConfig, make_head
@@ -31,9 +33,12 @@ class ImageConfig(MethodConfig):
     """How images (and image-sized labels) enter every Figure-6 model."""
     conv_padding: int = 0       # 0: valid 3x3 convolutions (Table 5); 1: "same" padding
     label_conv: str = "own"     # image-sized labels (prototype): a conv stack of their "own", or x's ("shared")
+    backbone: str = "paper"     # the image encoder: Figure 6's conv stack, or resnet18 / resnet50 / resnet152
 
     def validate(self) -> None:
         super().validate()
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"config 'backbone' must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.conv_padding not in PADDINGS:
             raise ValueError(f"config 'conv_padding' must be 0 (valid) or 1 (same), got {self.conv_padding!r}")
         if self.label_conv not in LABEL_CONVS:
@@ -80,17 +85,24 @@ def conv_features(image_shape: tuple[int, int, int], padding: int = 0, extra: bo
     return (256 if extra else 128) * sizes[0] * sizes[1]
 
 
+def image_encoder(spec, config: ImageConfig) -> tuple[nn.Module, int]:
+    """The image encoder the config asks for and its flattened output size."""
+    if config.backbone != "paper":
+        return resnet_encoder(config.backbone, spec.image_shape[0])
+    extra = spec.extra_conv
+    return conv_stack(spec.image_shape[0], config.conv_padding, extra), conv_features(spec.image_shape, config.conv_padding, extra)
+
+
 class ImagePath(nn.Module):
     """The conv stack for x, and, for an image-sized label, either its own stack or x's: features(x) and
     label_features(z), each flattened."""
 
     def __init__(self, spec, label_is_image: bool, config: ImageConfig):
         super().__init__()
-        self.image_shape = image_shape = spec.image_shape
-        self.flat = conv_features(image_shape, config.conv_padding, spec.extra_conv)
-        self.conv = conv_stack(image_shape[0], config.conv_padding, spec.extra_conv)
+        self.image_shape = spec.image_shape
+        self.conv, self.flat = image_encoder(spec, config)
         own = label_is_image and config.label_conv == "own"
-        self.label_conv = conv_stack(image_shape[0], config.conv_padding, spec.extra_conv) if own else None
+        self.label_conv = image_encoder(spec, config)[0] if own else None
         self.label_is_image = label_is_image
 
     def both(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -87,7 +87,7 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
     T, batch_size = config.timesteps, config.batch_size
     batches = -(-len(split) // batch_size)
     schedule = worker_schedule(blocks, owns_head, T, config.epochs, batches)
-    stream = _batches(split, batch_size)
+    stream = _batches(split, batch_size, config.augment)
     done = 0
     conn.send(("ready", len(schedule)))
     with matmul_mode(precision, torch.device("cpu")):
@@ -131,9 +131,9 @@ def _worker(rank, conn, spec, config, state, blocks, owns_head, data, seed, thre
             conn.send(("done", {k: v.item() for k, v in acc.items()}, counts, timing))
 
 
-def _batches(split: Split, batch_size: int):
+def _batches(split: Split, batch_size: int, augment: str):
     while True:
-        yield from split.batches(batch_size, shuffle=True)
+        yield from split.batches(batch_size, shuffle=True, augment=augment)
 
 
 class ParallelDT:

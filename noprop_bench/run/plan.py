@@ -29,6 +29,9 @@ PAPER_METHODS = ("backprop", "noprop-dt", "adjoint", "noprop-ct", "noprop-fm")
 PROTOCOL_NEUTRAL = {"threads"}  # config keys that change where a cell runs, not what it computes
 # config values the paper itself ran (its Figures 4 and 5): a cell with one of them runs the paper's protocol
 PAPER_SETTINGS = {"class_prob": {"posterior"}, "prototype_init": {"orthogonal", "random"}}
+# config keys whose every non-default value leaves the paper's model or data (a ResNet, augmentation): a
+# suite marked `paper = true` refuses them rather than run a cell its report could not compare
+OUTSIDE_PAPER = ("backbone", "augment")
 
 
 @dataclass(frozen=True)

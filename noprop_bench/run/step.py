@@ -28,7 +28,7 @@ def training_steps(method, optimizer, split, batch_size: int, precision: str = "
     Yields each step's detached loss terms; the caller decides where to stop and evaluate."""
     while True:
         for stage in method.stages():
-            for x, y in split.batches(batch_size, shuffle=True):
+            for x, y in split.batches(batch_size, shuffle=True, augment=method.config.augment):
                 loss, terms = train_step(method, optimizer, x, y, stage, precision)
                 yield {"loss": loss.detach(), **terms}
 

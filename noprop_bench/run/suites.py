@@ -5,6 +5,8 @@ evaluation plan. Keys (all but description/methods/datasets/embeddings/seeds are
 
   description      one line for `noprop-bench list`
   timed            true: the suite's training times or memory are its result (--jobs is refused)
+  paper            true: the suite reproduces the paper; a cell that sets a key of plan.OUTSIDE_PAPER
+                   (backbone, augment) is refused
   methods, datasets, embeddings, seeds
   exclude          cells to leave out, e.g. [{method = "adjoint", embedding = "dim20"}]
   inference_runs   repeats of stochastic inference per evaluation setting (paper: 5)
@@ -28,12 +30,12 @@ from pathlib import Path
 
 from noprop_bench import paths
 from noprop_bench.data import get_spec
-from noprop_bench.run.plan import Cell
+from noprop_bench.run.plan import OUTSIDE_PAPER, Cell
 from noprop_bench.run.precision import check_precision
 from noprop_bench.methods import METHODS, get_method
 from noprop_bench.methods.embeddings import check_embedding
 
-SUITE_KEYS = {"description", "timed", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
+SUITE_KEYS = {"description", "timed", "paper", "methods", "datasets", "embeddings", "seeds", "exclude", "inference_runs",
               "final_inference_runs",
               "train_limit", "test_limit", "holdout", "eval_points", "train_accuracy", "inference_steps", "solvers",
               "config", "grid", "precision"}
@@ -138,7 +140,18 @@ def expand(name: str, suite: dict, overrides: dict | None = None, changed: tuple
                                    train_accuracy, changed, precisions)
     if not cells:
         raise ValueError(f"suite '{name}': every cell is excluded; nothing to run")
+    if suite.get("paper", False):
+        _refuse_outside_paper(name, cells)
     return list({cell.id: cell for cell in cells}.values())  # a --set that pins a grid key merges its cells
+
+
+def _refuse_outside_paper(name: str, cells: list[Cell]) -> None:
+    for cell in cells:
+        changed = cell.changed_config()
+        for key in OUTSIDE_PAPER:
+            if key in changed:
+                raise ValueError(f"suite '{name}' reproduces the paper, which never ran {key}={changed[key]}; "
+                                 f"run it in a suite of your own (a copy of the suite file without `paper = true`)")
 
 
 def _grid(name: str, grid: dict, classes: list) -> dict[str, list[dict]]:
