@@ -122,10 +122,52 @@ def test_edm_preconditioning_by_hand(digits):
     model = make("diffusion-blocks", digits).eval()
     x, _ = next(digits.train.batches(4, shuffle=False))
     z, sigma = torch.randn(4, 10), torch.tensor([0.01, 0.3, 2.0, 50.0])
-    u_hat = model.blocks[0](z / (sigma[:, None] ** 2 + 0.25).sqrt(), x, sigma.log() / 4).softmax(1) @ model.embed.weight
+    f = model.blocks[0](z / (sigma[:, None] ** 2 + 0.25).sqrt(), x, sigma.log() / 4)
+    assert f.shape == z.shape  # a free vector of the embedding's size, not class probabilities
     c_skip, c_out = 0.25 / (sigma ** 2 + 0.25), sigma * 0.5 / (sigma ** 2 + 0.25).sqrt()
-    assert torch.allclose(model.denoise(0, z, x, sigma), c_skip[:, None] * z + c_out[:, None] * u_hat, atol=1e-6)
+    assert torch.allclose(model.denoise(0, z, x, sigma), c_skip[:, None] * z + c_out[:, None] * f, atol=1e-6)
     assert torch.allclose(model.denoise(0, z[:1], x[:1], 0.3), model.denoise(0, z[:1], x[:1], torch.tensor([0.3])), atol=1e-6)
+
+
+def test_the_weighting_is_per_example_or_the_batch_mean(digits):
+    x, y = next(digits.train.batches(8, shuffle=False))
+    model = make("diffusion-blocks", digits)
+    state = torch.random.get_rng_state()
+
+    def loss_with(weighting):
+        model.config.weighting = weighting
+        model.block_draws.seed(0)
+        torch.random.set_rng_state(state)
+        return model.loss(x, y)[0].item()
+
+    # the same block, sigmas and noise by hand
+    model.block_draws.seed(0)
+    b = model.block_draws.randrange(3)
+    torch.random.set_rng_state(state)
+    sigma = model.law.sample(b, len(y), "cpu")
+    u = model.embeddings()[y]
+    z = u + sigma[:, None] * torch.randn_like(u)
+    ce = torch.nn.functional.cross_entropy(model.head(model.denoise(b, z, x, sigma)), y, reduction="none")
+    w = (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
+    assert loss_with("example") == pytest.approx((w * ce).mean().item(), rel=1e-5)
+    assert loss_with("batch") == pytest.approx((w.mean() * ce.mean()).item(), rel=1e-5)
+    assert loss_with("example") != pytest.approx(loss_with("batch"), rel=1e-3)
+
+
+def test_the_sampler_steps_towards_the_heads_expected_embedding(digits):
+    model = make("diffusion-blocks", digits).eval()
+    x, _ = next(digits.train.batches(4, shuffle=False))
+    levels = model.law.schedule(3)
+    torch.manual_seed(1)
+    out = model.predict(x)
+    torch.manual_seed(1)
+    z = levels[0] * torch.randn(4, 10)
+    with torch.no_grad():
+        for s, s_next in zip(levels[:-1], levels[1:]):
+            u_hat = model.head(model.denoise(model.law.block_of(s), z, x, s)).softmax(1) @ model.embeddings()
+            z = z + (s_next - s) * (z - u_hat) / s
+        expected = model.head(model.denoise(model.law.block_of(levels[-1]), z, x, levels[-1]))
+    assert torch.allclose(out, expected, atol=1e-5) and model.last_nfe == 3
 
 
 def test_one_block_is_trained_per_step(digits):

@@ -11,13 +11,18 @@ each a denoiser of the label embedding for its own range of noise levels, one bl
              gamma = 0.1, the paper's setting for the NoProp comparison), clipped to [sigma_min, sigma_max]
   denoiser   EDM's preconditioning (sigma_data = 0.5): c_in = 1/sqrt(sigma^2 + sd^2), c_noise = log(sigma)/4,
              c_skip = sd^2/(sigma^2 + sd^2), c_out = sigma sd/sqrt(sigma^2 + sd^2);
-             D(z, x, sigma) = c_skip z + c_out softmax(F_b(c_in z, x, c_noise)) @ W_Embed,
-             F_b a Figure-6-left block with NoProp-CT's time path fed c_noise
+             D(z, x, sigma) = c_skip z + c_out F_b(c_in z, x, c_noise), F_b a Figure-6-left block with
+             NoProp-CT's time path fed c_noise, whose last layer gives an unbounded vector of the
+             embedding's size (the public code's: its block returns a free hidden vector, so D can reach
+             u_y at every noise level)
   loss       w(sigma) CE(head(D), y), w(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 (EDM's weight), with
              gradients clipped to norm 1 (the public code's); one block per step, drawn uniformly, its
-             sigma drawn per example from the law restricted to its interval
+             sigma drawn per example from the law restricted to its interval. `weighting = "example"`
+             weights each example by its own w (the equation); "batch" multiplies the batch's mean CE by
+             its mean w, which is what the public code computes (a [B] by [B, 1] broadcast)
   inference  Euler on the probability-flow ODE over N noise levels evenly spaced in probability from
-             sigma_max to sigma_min (N = B: each block once): z += (sigma' - sigma)(z - D)/sigma, from
+             sigma_max to sigma_min (N = B: each block once): z += (sigma' - sigma)(z - u_hat)/sigma
+             with u_hat = softmax(head(D)) @ W_Embed (the public code's denoised estimate), from
              z ~ N(0, sigma_max^2 I); the class is argmax head(D) at sigma_min
 Label embeddings (the harness's): one-hot, or learned (dim20, prototype) with rows kept at unit norm (the
 paper normalises its learned embedding). Published: CIFAR-100 46.88 % (B = 3, AdamW, lr 1e-4, batch 128,
@@ -44,6 +49,7 @@ from noprop_bench.methods.embeddings import make_embedding
 from noprop_bench.methods.heads import make_head
 
 SIGMA_DATA = 0.5
+WEIGHTINGS = ("example", "batch")
 
 
 @dataclass
@@ -57,6 +63,7 @@ class DBConfig(DiscreteConfig):
     sigma_max: float = 80.0
     overlap: float = 0.1        # gamma
     clip: float = 1.0           # gradient norm clip (0: none)
+    weighting: str = "example"  # EDM's w(sigma) per "example" (the equation), or the "batch" mean (the public code)
     head_init: str = "default"
 
     def validate(self) -> None:
@@ -65,6 +72,8 @@ class DBConfig(DiscreteConfig):
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         if not self.p_std > 0 or not 0 <= self.overlap < 1 or self.clip < 0:
             raise ValueError("config needs p_std > 0, 0 <= overlap < 1 and clip >= 0")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"config 'weighting' must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
 
 
 NORMAL = statistics.NormalDist()
@@ -109,14 +118,15 @@ class NoiseLaw:
 
 class DBBlock(nn.Module):
     """A Figure-6-left block with NoProp-CT's time path (64-d embedding of c_noise -> FC256 -> ReLU) joined
-    at the head: the denoiser F_b(c_in z, x, c_noise) -> class logits."""
+    at the head, its last layer giving a vector of the embedding's size: F_b(c_in z, x, c_noise)."""
 
     def __init__(self, spec, embed_dim: int, config):
         super().__init__()
         self.body = DTBlock(spec, embed_dim, config)
         self.time_fc = nn.Sequential(nn.Linear(64, 256), nn.ReLU())
-        first = self.body.head[0]
+        first, last = self.body.head[0], self.body.head[-1]
         self.body.head[0] = nn.Linear(first.in_features + 256, first.out_features)
+        self.body.head[-1] = nn.Linear(last.in_features, embed_dim)
 
     def forward(self, z, x, c_noise):
         body = self.body
@@ -171,8 +181,7 @@ class DiffusionBlocks(Method):
         else:
             s, c_noise = sigma[:, None], sigma.log() / 4
             c_in, c_skip, c_out = 1 / (s ** 2 + sd2).sqrt(), sd2 / (s ** 2 + sd2), s * SIGMA_DATA / (s ** 2 + sd2).sqrt()
-        u_hat = eq.expected_embedding(self.blocks[b](c_in * z, x, c_noise), self.embeddings())
-        return c_skip * z + c_out * u_hat
+        return c_skip * z + c_out * self.blocks[b](c_in * z, x, c_noise)
 
     def loss(self, x, y, stage=None):
         B = self.config.timesteps
@@ -183,7 +192,8 @@ class DiffusionBlocks(Method):
         logits = self.head(self.denoise(b, z, x, sigma))
         weight = (sigma ** 2 + SIGMA_DATA ** 2) / (sigma * SIGMA_DATA) ** 2
         ce = F.cross_entropy(logits, y, reduction="none")
-        return (weight * ce).mean(), {"ce": ce.mean().detach()}
+        loss = (weight * ce).mean() if self.config.weighting == "example" else weight.mean() * ce.mean()
+        return loss, {"ce": ce.mean().detach()}
 
     @torch.no_grad()
     def predict(self, x, steps=None, solver=None):
@@ -192,8 +202,8 @@ class DiffusionBlocks(Method):
         levels = self.law.schedule(max(steps, 2))
         z = levels[0] * torch.randn(len(x), self.embed.dim, device=x.device)
         for s, s_next in zip(levels[:-1], levels[1:]):  # noise levels are host floats: no device read
-            d = (z - self.denoise(self.law.block_of(s), z, x, s)) / s
-            z = z + (s_next - s) * d
+            u_hat = eq.expected_embedding(self.head(self.denoise(self.law.block_of(s), z, x, s)), self.embeddings())
+            z = z + (s_next - s) * (z - u_hat) / s
         D = self.denoise(self.law.block_of(levels[-1]), z, x, levels[-1])
         self.last_nfe = len(levels)
         return self.head(D)
