@@ -168,6 +168,10 @@ def test_the_sampler_steps_towards_the_heads_expected_embedding(digits):
             z = z + (s_next - s) * (z - u_hat) / s
         expected = model.head(model.denoise(model.law.block_of(levels[-1]), z, x, levels[-1]))
     assert torch.allclose(out, expected, atol=1e-5) and model.last_nfe == 3
+    model.config.readout = "nearest"  # the same chain, read by the class embedding nearest its end
+    torch.manual_seed(1)
+    scores = model.predict(x)
+    assert torch.equal(scores.argmax(1), torch.cdist(z, model.embeddings()).argmin(1)) and model.last_nfe == 2
 
 
 def test_one_block_is_trained_per_step(digits):
