@@ -159,16 +159,16 @@ def test_the_sampler_steps_towards_the_heads_expected_embedding(digits):
     x, _ = next(digits.train.batches(4, shuffle=False))
     levels = model.law.schedule(3)
     torch.manual_seed(1)
-    out = model.predict(x)
-    torch.manual_seed(1)
     z = levels[0] * torch.randn(4, 10)
     with torch.no_grad():
         for s, s_next in zip(levels[:-1], levels[1:]):
             u_hat = model.head(model.denoise(model.law.block_of(s), z, x, s)).softmax(1) @ model.embeddings()
             z = z + (s_next - s) * (z - u_hat) / s
         expected = model.head(model.denoise(model.law.block_of(levels[-1]), z, x, levels[-1]))
-    assert torch.allclose(out, expected, atol=1e-5) and model.last_nfe == 3
-    model.config.readout = "nearest"  # the same chain, read by the class embedding nearest its end
+    model.config.readout = "head"  # the public code's readout: head(D) at sigma_min
+    torch.manual_seed(1)
+    assert torch.allclose(model.predict(x), expected, atol=1e-5) and model.last_nfe == 3
+    model.config.readout = "nearest"  # the default: the same chain, read by the class embedding nearest its end
     torch.manual_seed(1)
     scores = model.predict(x)
     assert torch.equal(scores.argmax(1), torch.cdist(z, model.embeddings()).argmin(1)) and model.last_nfe == 2
@@ -197,9 +197,9 @@ def test_it_learns_on_digits(tmp_path, name, settings):
     out = tmp_path / "r"
     assert run(["--suite", "quick", "--datasets", "digits", "--methods", name, *settings,
                 "--no-progress", "--no-report", "--no-memory-probe", "--out", out]) == 0
-    # The convolutional FF variant and DiffusionBlocks learn slowly on small budgets (docs/methods.md; on
-    # digits DiffusionBlocks is at 30 % after these 72 steps): for them the floor says "learns", twice chance.
-    floor = 20 if name in ("forward-forward-conv", "diffusion-blocks") else 50
+    # The convolutional FF variant barely separates positive from negative data on small budgets
+    # (docs/methods.md): for it the floor says "learns", twice chance.
+    floor = 20 if name == "forward-forward-conv" else 50
     assert pd.read_csv(out / "results.csv")["test_acc"].iloc[-1] > floor  # 10 classes: chance is 10 %
 
 
