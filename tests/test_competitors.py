@@ -129,18 +129,18 @@ def test_edm_preconditioning_by_hand(digits):
     assert torch.allclose(model.denoise(0, z[:1], x[:1], 0.3), model.denoise(0, z[:1], x[:1], torch.tensor([0.3])), atol=1e-6)
 
 
-def test_the_weighting_is_per_example_or_the_batch_mean(digits):
+def test_the_equation_weights_each_example_and_the_variant_the_batch_mean(digits):
     x, y = next(digits.train.batches(8, shuffle=False))
-    model = make("diffusion-blocks", digits)
     state = torch.random.get_rng_state()
 
-    def loss_with(weighting):
-        model.config.weighting = weighting
+    def loss_of(name):
+        model = make(name, digits)
         model.block_draws.seed(0)
         torch.random.set_rng_state(state)
         return model.loss(x, y)[0].item()
 
-    # the same block, sigmas and noise by hand
+    # the same block, sigmas and noise by hand (make() gives every model the same initial weights)
+    model = make("diffusion-blocks", digits)
     model.block_draws.seed(0)
     b = model.block_draws.randrange(3)
     torch.random.set_rng_state(state)
@@ -149,9 +149,9 @@ def test_the_weighting_is_per_example_or_the_batch_mean(digits):
     z = u + sigma[:, None] * torch.randn_like(u)
     ce = torch.nn.functional.cross_entropy(model.head(model.denoise(b, z, x, sigma)), y, reduction="none")
     w = (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
-    assert loss_with("example") == pytest.approx((w * ce).mean().item(), rel=1e-5)
-    assert loss_with("batch") == pytest.approx((w.mean() * ce.mean()).item(), rel=1e-5)
-    assert loss_with("example") != pytest.approx(loss_with("batch"), rel=1e-3)
+    assert loss_of("diffusion-blocks") == pytest.approx((w * ce).mean().item(), rel=1e-5)
+    assert loss_of("diffusion-blocks-batch-weight") == pytest.approx((w.mean() * ce.mean()).item(), rel=1e-5)
+    assert (w * ce).mean().item() != pytest.approx((w.mean() * ce.mean()).item(), rel=1e-3)
 
 
 def test_the_sampler_steps_towards_the_heads_expected_embedding(digits):

@@ -16,7 +16,7 @@ def _registry() -> dict:
     if _REGISTRY is None:
         from noprop_bench.methods.backprop import Backprop
         from noprop_bench.methods.forward_forward import ForwardForward, ForwardForwardConv
-        from noprop_bench.methods.diffusion_blocks import DiffusionBlocks
+        from noprop_bench.methods.diffusion_blocks import DiffusionBlocks, DiffusionBlocksBatchWeight
         from noprop_bench.methods.forward_gradient import ForwardGradient
         from noprop_bench.methods.local_learning import LocalDecoupled, LocalGreedy
         from noprop_bench.methods.neural_ode import Adjoint, BackpropODE
@@ -28,7 +28,8 @@ def _registry() -> dict:
         from noprop_bench.methods.plugins import load_plugins
         builtin = {cls.name: cls for cls in (NoPropDT, Backprop, NoPropCT, NoPropFM, Adjoint, BackpropODE,
                                              NoPropCTReweighted, NoPropDTDecoder, LocalGreedy, LocalDecoupled, ForwardForward,
-                                             ForwardForwardConv, ForwardGradient, DiffusionBlocks)}
+                                             ForwardForwardConv, ForwardGradient, DiffusionBlocks,
+                                             DiffusionBlocksBatchWeight)}
         plugins, broken = load_plugins(builtin)
         _REGISTRY = {"BUILTIN": builtin, "PLUGINS": plugins, "BROKEN": broken, "METHODS": {**builtin, **plugins}}
     return _REGISTRY

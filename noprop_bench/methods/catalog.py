@@ -36,6 +36,9 @@ BUILTIN: dict[str, Entry] = {
                               "(LocalMixer M/1/16)", "Ren, Kornblith, Liao & Hinton 2023, arXiv 2210.03310"),
     "diffusion-blocks": Entry("DiffusionBlocks: B blocks on NoProp's network, each a denoiser for its own range of "
                               "noise levels, one block per step", "Shing, Koyama & Akiba 2025, arXiv 2506.14202"),
+    "diffusion-blocks-batch-weight": Entry("VARIANT of DiffusionBlocks: the public code's loss, the batch's mean "
+                                           "EDM weight times its mean cross-entropy; not the paper's equation",
+                                           "Shing, Koyama & Akiba 2025 (their public code)"),
     "noprop-dt-decoder": Entry("VARIANT of NoProp-DT: each block's output passes a learned tanh decoder; not a "
                                "paper row", "ANKITSANJYAL/NoPropagation (its 'with nonlinear decoder' runs)"),
     "noprop-ct-reweighted": Entry("VARIANT of NoProp-CT: Eq. 9 with the SNR'(t) weight replaced (config "

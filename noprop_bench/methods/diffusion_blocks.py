@@ -17,9 +17,10 @@ each a denoiser of the label embedding for its own range of noise levels, one bl
              u_y at every noise level)
   loss       w(sigma) CE(head(D), y), w(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 (EDM's weight), with
              gradients clipped to norm 1 (the public code's); one block per step, drawn uniformly, its
-             sigma drawn per example from the law restricted to its interval. `weighting = "example"`
-             weights each example by its own w (the equation); "batch" multiplies the batch's mean CE by
-             its mean w, which is what the public code computes (a [B] by [B, 1] broadcast)
+             sigma drawn per example from the law restricted to its interval. Each example is weighted
+             by its own w (the equation). The VARIANT `diffusion-blocks-batch-weight` multiplies the
+             batch's mean CE by its mean w instead, which is what the public code computes (a [B] by
+             [B, 1] broadcast): a different objective, so a different name
   inference  Euler on the probability-flow ODE over N noise levels evenly spaced in probability from
              sigma_max to sigma_min (N = B: each block once): z += (sigma' - sigma)(z - u_hat)/sigma
              with u_hat = softmax(head(D)) @ W_Embed (the public code's denoised estimate), from
@@ -39,6 +40,7 @@ import math
 import random
 import statistics
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +56,6 @@ from noprop_bench.methods.embeddings import make_embedding
 from noprop_bench.methods.heads import make_head
 
 SIGMA_DATA = 0.5
-WEIGHTINGS = ("example", "batch")
 READOUTS = ("head", "nearest")
 
 
@@ -69,7 +70,6 @@ class DBConfig(DiscreteConfig):
     sigma_max: float = 80.0
     overlap: float = 0.1        # gamma
     clip: float = 1.0           # gradient norm clip (0: none)
-    weighting: str = "example"  # EDM's w(sigma) per "example" (the equation), or the "batch" mean (the public code)
     readout: str = "nearest"    # the class: the "nearest" embedding to the final z, or argmax "head"(D) at sigma_min (the public code)
     head_init: str = "default"
 
@@ -81,8 +81,6 @@ class DBConfig(DiscreteConfig):
             raise ValueError("config needs p_std > 0, 0 <= overlap < 1 and clip >= 0")
         if self.readout not in READOUTS:
             raise ValueError(f"config 'readout' must be one of {', '.join(READOUTS)}, got {self.readout!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"config 'weighting' must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
 
 
 NORMAL = statistics.NormalDist()
@@ -154,6 +152,7 @@ class DiffusionBlocks(Method):
     default_solver = "euler"
     solvers = ("euler",)
     Config = DBConfig
+    batch_weight: ClassVar[bool] = False  # the variant's objective: mean(w) * mean(CE)
     TABLE3 = {"mnist": {"epochs": 100}, "cifar10": {"epochs": 500}, "cifar100": {"epochs": 1000}}
 
     def __init__(self, spec, config: DBConfig, device="cpu", train=None):
@@ -201,7 +200,7 @@ class DiffusionBlocks(Method):
         logits = self.head(self.denoise(b, z, x, sigma))
         weight = (sigma ** 2 + SIGMA_DATA ** 2) / (sigma * SIGMA_DATA) ** 2
         ce = F.cross_entropy(logits, y, reduction="none")
-        loss = (weight * ce).mean() if self.config.weighting == "example" else weight.mean() * ce.mean()
+        loss = weight.mean() * ce.mean() if self.batch_weight else (weight * ce).mean()
         return loss, {"ce": ce.mean().detach()}
 
     @torch.no_grad()
@@ -247,3 +246,11 @@ class DiffusionBlocks(Method):
             rows.append({"diagnostic": "block_acc", "block": b + 1, "z": "q",
                          "value": self.percent_correct(self.head(self.denoise(b, z, x, sigma)), y)})
         return rows
+
+
+class DiffusionBlocksBatchWeight(DiffusionBlocks):
+    """VARIANT: the loss the public DiffusionBlocks code computes, mean(w(sigma)) * mean(CE) over the batch,
+    in place of the equation's per-example w(sigma) CE. Everything else is DiffusionBlocks'."""
+    name = "diffusion-blocks-batch-weight"
+    summary = catalog.summary("diffusion-blocks-batch-weight")
+    batch_weight = True
