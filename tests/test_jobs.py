@@ -48,3 +48,40 @@ def test_jobs_are_refused_for_a_timed_suite_before_anything_is_written(tmp_path,
 def test_jobs_with_ray_is_a_clear_error(tmp_path, capsys):
     assert run(["--suite", "quick", *TINY, "--jobs", "2", "--executor", "ray", "--out", tmp_path / "run"]) == 2
     assert "--jobs is for this machine" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_sweep_is_killed(tmp_path):
+    """SIGKILL the parent of a --jobs 2 sweep mid-cell: its workers must not go on computing unseen."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    argv = [sys.executable, str(ROOT / "run_bench.py"), "--suite", "quick", *TINY, "--methods", "noprop-dt",
+            "--seeds", "0,1", "--epochs", "50", "--no-report", "--jobs", "2", "--out", str(tmp_path / "r")]
+    parent = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children():
+        out = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [p for p in children() if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
+        time.sleep(0.5)
+    assert len(workers) == 2, "the sweep never started its two workers"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and
+                 open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+    for p in alive:  # leave nothing running, even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the killed sweep"

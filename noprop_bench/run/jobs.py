@@ -7,12 +7,18 @@ so resuming works as for a local run. With --jobs K the machine's torch threads 
 job gets threads // K) and every row says `co_running = K`. Co-running cells slow each other and share
 memory bandwidth, so --jobs is refused for suites whose times or memory are the result (suite key
 `timed = true`); their accuracies are the same as with one job at the same thread count.
+
+A worker exits when the process that started it is gone (killed by a signal, which runs no clean-up), so
+an interrupted sweep never leaves cells computing on the machine unseen.
 """
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import platform
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
@@ -33,6 +39,19 @@ class _NoBar:
 
     def set_description(self, text):
         pass
+
+
+PARENT_POLL_S = 1.0
+
+
+def exit_with_parent(parent: int) -> None:
+    """A worker's initialiser: a daemon thread ends the worker once `parent` is no longer its parent
+    (the parent died and the worker was handed to another process)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def task_options(options: RunOptions) -> dict:
@@ -63,7 +82,8 @@ def run_cells_jobs(cells: list[Cell], options: RunOptions, writer: ResultWriter 
     shared = {**task_options(options), "co_running": jobs}
     outcomes = []
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool, \
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool, \
             tqdm(total=len(cells), unit="cell", disable=None if options.progress is None else not options.progress,
                  dynamic_ncols=True) as bar:
         futures = {pool.submit(cell_task, cell, str(options.device), options.data_dir, threads, shared): cell
