@@ -46,7 +46,7 @@ def test_contract(digits, name, embedding):
 
 
 # DiffusionBlocks' sampler runs any number of noise levels (default: one per block); the others run their T blocks
-DISCRETE = [n for n, c in METHODS.items() if not c.continuous and n != "diffusion-blocks"]
+DISCRETE = [n for n, c in METHODS.items() if not c.continuous and not issubclass(c, METHODS["diffusion-blocks"])]
 CONTINUOUS = [n for n, c in METHODS.items() if c.continuous]
 
 
