@@ -35,7 +35,7 @@ def test_weights_are_the_documented_functions_of_the_schedule(weighting):
 
 def test_sigmoid_weighting_keeps_eq9_where_snr_is_small_and_caps_it_where_large():
     """On endpoints +-7 (SNR from e^-7 to e^7) the ratio to Eq. 9's weight is 1/(1 + SNR): ~1, then ~1e-3."""
-    model = _make("noprop-ct-reweighted", gamma_0=-7.0, gamma_1=7.0)
+    model = _make("noprop-ct-reweighted", weighting="sigmoid", gamma_0=-7.0, gamma_1=7.0)
     snr, snr_slope = model.schedule.snr_and_slope(T)
     ratio = model.mse_weight(*model.schedule.gamma_and_slope(T)) / snr_slope
     assert ratio[0].item() == pytest.approx(1.0, abs=2e-3)      # SNR(0) ~ e^-7

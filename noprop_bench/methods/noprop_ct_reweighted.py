@@ -8,10 +8,10 @@ where inference decides the class: about 100 times with the initial schedule (SN
 CE and KL terms, sampler) and replaces SNR'(t) by w(t) (Kingma & Gao 2023, "Understanding diffusion
 objectives", write such weights as functions of lambda):
 
+  weighting = "logsnr"   w = lambda': every unit of log-SNR weighs the same (the default: docs/choices.md)
   weighting = "sigmoid"  w = lambda' e^lambda sigmoid(-lambda) = lambda' alpha_bar(t)
                          = SNR'(t) / (1 + SNR(t)): Eq. 9's weight where SNR << 1, capped at lambda' where
                          SNR >> 1 (their sigmoid weighting with bias 0)
-  weighting = "logsnr"   w = lambda': every unit of log-SNR weighs the same
 
 Both stay non-negative, so the term is still a weighted denoising loss whose minimiser at each t is
 E[u_y | z_t, x]; what changes is how the network's capacity and the optimiser's steps are shared
@@ -31,7 +31,7 @@ WEIGHTINGS = ("sigmoid", "logsnr")
 
 @dataclass
 class CTReweightedConfig(CTConfig):
-    weighting: str = "sigmoid"   # docs/choices.md
+    weighting: str = "logsnr"    # docs/choices.md
 
     def validate(self) -> None:
         super().validate()
