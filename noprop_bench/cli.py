@@ -157,6 +157,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "wandb (comma-separated; offline, under OUT; needs the track extra)")
     p.add_argument("--no-diagnostics", action="store_true", help="do not write diagnostics.csv (per-block and "
                                                                  "per-t accuracies; they never change results.csv)")
+    p.add_argument("--no-checkpoints", action="store_true", help="do not save a cell's state at its evaluation "
+                   "points (OUT/checkpoints/, deleted as each cell finishes); a killed cell then starts over")
 
 
 def list_everything() -> str:
@@ -245,6 +247,7 @@ def summary_table(out_dir: Path) -> str:
 def dry_run(cells, writer_dir: Path | None) -> str:
     import pandas as pd
 
+    from noprop_bench.run import checkpoint
     from noprop_bench.run.plan import make_plan
     from noprop_bench.run.results import read_ledger
     done = set()
@@ -258,12 +261,13 @@ def dry_run(cells, writer_dir: Path | None) -> str:
                      "lr": cfg.lr, "wd": cfg.weight_decay, "T": cfg.timesteps, "eta": getattr(cfg, "eta", None),
                      "runs": c.inference_runs, "config": c.config_label() or "-", **plan.cost(),
                      "protocol": "paper" if not plan.departures else "scaled",
-                     "status": "finished" if c.id in done else "to-run"})
+                     "status": "finished" if c.id in done else "to-run" if writer_dir is None or not
+                     checkpoint.file(writer_dir / checkpoint.FOLDER, c.id).exists() else "checkpointed"})
     df = pd.DataFrame(rows)
     for col in ("train_nfe", "eval_nfe"):
         df[col] = df[col] / 1e6
     df = df.rename(columns={"train_nfe": "train_Mnfe", "eval_nfe": "eval_Mnfe"})
-    todo = df[df["status"] == "to-run"]
+    todo = df[df["status"] != "finished"]
     lines = [df.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"), "",
              f"{len(df)} cell(s), {len(todo)} to run: {todo['train_steps'].sum():,} optimiser steps; "
              f"{todo['train_Mnfe'].sum():,.1f} M network evaluations x images in training (forward), "
@@ -359,7 +363,9 @@ def run(args, argv: list[str]) -> int:
     if changed:
         print("changed from the suite as written: " + "; ".join(changed), file=sys.stderr)
     options = RunOptions(device, args.data_dir, False if args.no_progress else None, not args.no_diagnostics,
-                         not args.no_memory_probe, not args.no_flops, args.deterministic)
+                         not args.no_memory_probe, not args.no_flops, args.deterministic,
+                         checkpoints=None if args.no_checkpoints or args.executor == "ray"
+                         else str(writer.checkpoints.resolve()))
     stopped = None
     try:
         if args.executor == "ray":
@@ -382,8 +388,9 @@ def run(args, argv: list[str]) -> int:
     except KeyboardInterrupt:
         if writer.trackers is not None:
             writer.trackers.shutdown()
+        where = "starts over" if args.no_checkpoints else "goes on from its last evaluation point"
         print(f"\ninterrupted: every finished cell is in {writer.csv_path}; run the same command again "
-              f"to resume (the interrupted cell starts over)", file=sys.stderr)
+              f"to resume (the interrupted cell {where})", file=sys.stderr)
         return 130
     from noprop_bench.run.results import read_ledger
     ledger = read_ledger(writer.ledger_path)

@@ -33,20 +33,23 @@ class Split:
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float().div_(255) - self._mean) / self._std
 
-    def batches(self, batch_size: int, shuffle: bool, augment: str = "none") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, shuffle: bool, augment: str = "none", order: torch.Tensor | None = None,
+                start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (normalised float images, labels); the last batch may be smaller (no data dropped).
 
         Shuffling and augmentation (data/augment.py, on the uint8 batch) draw from the device's global
-        generator, so they follow the cell's seed.
+        generator, so they follow the cell's seed. `order` (from `shuffled_order`) and `start` (a batch
+        index) continue a pass part-way through, as a resumed checkpoint does.
         """
-        n = len(self)
-        order = torch.randperm(n, device=self.labels.device) if shuffle else None
-        for start in range(0, n, batch_size):
-            if order is None:
-                idx = slice(start, start + batch_size)
-            else:
-                idx = order[start:start + batch_size]
+        if order is None and shuffle:
+            order = self.shuffled_order()
+        for first in range(start * batch_size, len(self), batch_size):
+            idx = slice(first, first + batch_size) if order is None else order[first:first + batch_size]
             yield self.normalise(augment_batch(self.images[idx], augment)), self.labels[idx]
+
+    def shuffled_order(self) -> torch.Tensor:
+        """One pass's permutation of the split, on its device, from the global generator."""
+        return torch.randperm(len(self), device=self.labels.device)
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)

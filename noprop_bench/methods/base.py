@@ -20,6 +20,9 @@ Optional hooks
   make_optimizer()         default: Table 3's optimiser over all trainable parameters.
   make_trainer(optimizer, split, seed, precision)   default: run/step.SequentialTrainer, every stage's
                            pass in this process; block-parallel NoProp-DT returns its worker pool.
+                           A trainer with state() / load_state() (its place in the data) is checkpointed
+                           between evaluation points (run/checkpoint.py), with the method's state_dict:
+                           state that decides later steps belongs there (a buffer, or get_extra_state).
   block()                  the module the paper's Table 5 counts as one block (params_per_block in every row).
   default_setting(config)  classmethod: the (steps, solver) pair evaluated at every evaluation point;
                            default (T, default_solver).

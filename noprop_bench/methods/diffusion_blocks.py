@@ -169,6 +169,13 @@ class DiffusionBlocks(Method):
     def block(self):
         return self.blocks[0]
 
+    def get_extra_state(self) -> dict:
+        """The host generator's state goes into state_dict, so a checkpointed cell draws the same blocks."""
+        return {"block_draws": self.block_draws.getstate()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.block_draws.setstate(state["block_draws"])
+
     @classmethod
     def num_stages(cls, config) -> int:
         return config.timesteps

@@ -100,6 +100,14 @@ class PerPassEmbeddingOptimizer:
         self.main.step()
         self.per_pass[self.stage].step()
 
+    def state_dict(self) -> dict:
+        return {"main": self.main.state_dict(), "per_pass": {t: o.state_dict() for t, o in self.per_pass.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.main.load_state_dict(state["main"])
+        for t, o in self.per_pass.items():
+            o.load_state_dict(state["per_pass"][t])
+
 
 class NoPropDT(Method):
     name = "noprop-dt"

@@ -34,3 +34,10 @@ class ScheduledOptimizer:
             torch.nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], self.clip)
         self.optimizer.step()
         self.steps += 1
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = state["steps"]

@@ -219,6 +219,11 @@ class ParallelDT:
             _, part = self._receive(rank, "state")
             self.method.load_state_dict(part, strict=False)
 
+    def state(self) -> None:
+        """Not checkpointed: each worker's optimiser, data order and noise live in its own process, so a
+        killed block-parallel cell starts over."""
+        return None
+
     def close(self) -> None:
         for conn, proc in zip(self.conns, self.procs):
             try:

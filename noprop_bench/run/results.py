@@ -18,6 +18,7 @@ import torch
 
 from noprop_bench.measure.diagnostics import DIAG_COLUMNS
 from noprop_bench.files import atomic_write_bytes
+from noprop_bench.run import checkpoint
 
 COLUMNS = [
     "suite", "cell_id", "method", "dataset", "embedding", "seed", "config", "precision", "epoch", "step",
@@ -47,10 +48,12 @@ class ResultWriter:
     cells.jsonl  the ledger: one line per finished cell ({"cell_id", "label", "error", "config"}), written after
                  the cell's last rows are on disk. A cell is finished only once it is in the ledger.
     metadata.json  run metadata; earlier invocations into the same directory are kept in "previous".
+    checkpoints/   CELL_ID.pt per unfinished cell (run/checkpoint.py), deleted when the cell finishes.
 
     On resume, rows of cells that are not in the ledger (a run killed mid-cell, a torn last line) are
     dropped by rewriting the CSV to a temporary file and renaming it over the old one; those cells run
-    again. Cells finished without error are skipped; failed cells are retried.
+    again, from their checkpoint where they have one (which writes their rows back). Cells finished
+    without error are skipped; failed cells are retried.
     """
 
     def __init__(self, out_dir: Path, fresh: bool = False):
@@ -59,6 +62,7 @@ class ResultWriter:
         self.meta_path = self.out_dir / "metadata.json"
         self.ledger_path = self.out_dir / "cells.jsonl"
         self.diag_path = self.out_dir / "diagnostics.csv"
+        self.checkpoints = self.out_dir / checkpoint.FOLDER  # run/checkpoint.py: one file per unfinished cell
         self.finished: dict[str, dict] = {}  # cell_id -> ledger entry
         self.trackers = None  # run/trackers.Trackers: the rows streamed on, once they are on disk
         self.dropped_rows = 0
@@ -80,7 +84,7 @@ class ResultWriter:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         self.moved_to = self.out_dir / f"replaced-{stamp}"
         self.moved_to.mkdir()
-        for path in (self.csv_path, self.ledger_path, self.meta_path, self.diag_path):
+        for path in (self.csv_path, self.ledger_path, self.meta_path, self.diag_path, self.checkpoints):
             if path.exists():
                 path.rename(self.moved_to / path.name)
 
@@ -168,6 +172,8 @@ class ResultWriter:
             f.flush()
             os.fsync(f.fileno())
         self.finished[cell.id] = entry
+        if error is None:
+            checkpoint.discard(self.checkpoints, cell.id)
         if self.trackers is not None:
             self.trackers.finish_cell(cell.id, error)
 

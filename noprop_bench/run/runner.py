@@ -13,6 +13,7 @@ import contextlib
 import gc
 import math
 import platform
+import sys
 import traceback
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from noprop_bench import faults
+from noprop_bench.run import checkpoint
 from noprop_bench.data import DataError, DeviceData, load_data
 from noprop_bench.measure.diagnostics import probe
 from noprop_bench.measure.flops import count_inference_flops, count_training_flops, roof
@@ -64,6 +66,7 @@ class RunOptions:
     flops: bool = True            # count model FLOPs (measure/flops.py) before the clock starts
     deterministic: bool = False   # run/precision.configure_determinism, recorded in every row
     co_running: int = 1           # cells running at the same time on this machine (recorded in every row)
+    checkpoints: str | None = None  # folder of the cells' checkpoints (run/checkpoint.py); None: none written
 
 
 @dataclass
@@ -145,7 +148,7 @@ def run_cell(plan: Plan, data: DeviceData, options: RunOptions, writer: ResultWr
         check_precision(cell.precision, options.device)
         with _cell_environment(cell, options):
             _train_and_evaluate(plan, data, options, writer, bar, outcome)
-    except (TrainerError, FloatingPointError) as e:
+    except (TrainerError, FloatingPointError, checkpoint.CheckpointError) as e:
         outcome.error = f"{cell.label()}: {e}"
     except Exception as e:  # noqa: BLE001 - recorded with its traceback; a broken device stops the sweep
         outcome.error, outcome.fatal = _failure(cell, e, writer), _breaks_device(e)
@@ -183,12 +186,14 @@ def _train_and_evaluate(plan: Plan, data: DeviceData, options: RunOptions, write
     base = _off_clock(plan, method, optimizer, data, options)
     trainer = method.make_trainer(optimizer, data.train, cell.seed, cell.precision)
     clock, memory = Clock(device), PeakMemory(device)
-    faults.point("cell-start")
     step_work = TRAIN_WORK * plan.cost()["train_nfe"] / plan.total_steps
+    saved = (checkpoint.file(options.checkpoints, cell.id)
+             if options.checkpoints and checkpoint.checkpointable(trainer, optimizer) else None)
     image_flops: dict[tuple, float | None] = {}  # per inference setting, counted once per cell
-    done = 0
     try:
-        for point in plan.points:
+        done = _resume(saved, plan, method, optimizer, trainer, clock, outcome, writer, bar, step_work, options)
+        faults.point("cell-start")
+        for point in (p for p in plan.points if p > done):
             bar.set_description(f"{cell.label()} epoch {-(-point // plan.steps_per_epoch)}/{cell.config.epochs}")
             method.train()
             memory.reset()
@@ -215,8 +220,29 @@ def _train_and_evaluate(plan: Plan, data: DeviceData, options: RunOptions, write
                 writer.append(rows, diagnostics)
             outcome.rows += rows
             outcome.diagnostics += diagnostics
+            if saved is not None and point < plan.total_steps:
+                checkpoint.save(saved, cell, options.deterministic, point, method, optimizer, trainer, clock.total,
+                                outcome)
     finally:
         trainer.close()
+
+
+def _resume(saved, plan: Plan, method, optimizer, trainer, clock: Clock, outcome: CellOutcome, writer, bar,
+            step_work: float, options: RunOptions) -> int:
+    """The optimiser steps a cell's checkpoint already holds (0: none, it starts from its beginning); its
+    rows are written again, since a resume dropped them from the CSV."""
+    state = checkpoint.load(saved, plan.cell, options.device, options.deterministic) if saved is not None else None
+    if state is None:
+        return 0
+    checkpoint.restore(saved, state, method, optimizer, trainer)
+    clock.total = state["train_seconds"]
+    outcome.rows, outcome.diagnostics = list(state["rows"]), list(state["diagnostics"])
+    if writer is not None:
+        writer.append(outcome.rows, outcome.diagnostics)
+    bar.update(step_work * state["step"])
+    print(f"resuming {plan.cell.label()} from its checkpoint at step {state['step']} of {plan.total_steps} "
+          f"({plan.epoch_at(state['step'])} epochs)", file=sys.stderr)
+    return state["step"]
 
 
 def _off_clock(plan: Plan, method, optimizer, data: DeviceData, options: RunOptions) -> dict:

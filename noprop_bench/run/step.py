@@ -23,14 +23,24 @@ def train_step(method, optimizer, x, y, stage, precision: str = "fp32"):
     return loss, terms
 
 
-def training_steps(method, optimizer, split, batch_size: int, precision: str = "fp32"):
+def training_steps(method, optimizer, split, batch_size: int, precision: str = "fp32", position: dict | None = None):
     """Optimiser steps forever: epoch after epoch, every stage of the method a shuffled pass each.
-    Yields each step's detached loss terms; the caller decides where to stop and evaluate."""
+    Yields each step's detached loss terms; the caller decides where to stop and evaluate.
+
+    `position` ({"pass", "batch", "order"}: passes done, batches done in this pass, this pass's data
+    order) is kept current as steps are taken, so a checkpoint can hold it and a new generator started
+    from it takes the same steps as this one would have."""
+    position = position if position is not None else {"pass": 0, "batch": 0, "order": None}
+    stages = method.stages()
     while True:
-        for stage in method.stages():
-            for x, y in split.batches(batch_size, shuffle=True, augment=method.config.augment):
-                loss, terms = train_step(method, optimizer, x, y, stage, precision)
-                yield {"loss": loss.detach(), **terms}
+        stage = stages[position["pass"] % len(stages)]
+        if position["order"] is None:
+            position["order"] = split.shuffled_order()
+        for x, y in split.batches(batch_size, True, method.config.augment, position["order"], position["batch"]):
+            loss, terms = train_step(method, optimizer, x, y, stage, precision)
+            position["batch"] += 1
+            yield {"loss": loss.detach(), **terms}
+        position.update({"pass": position["pass"] + 1, "batch": 0, "order": None})
 
 
 class TrainerError(RuntimeError):
@@ -39,11 +49,12 @@ class TrainerError(RuntimeError):
 
 class SequentialTrainer:
     """Every method's loop in this process (Algorithm 1 for NoProp-DT): `training_steps` in order.
-    The runner's trainer interface: train(), gather(), close(); a method may supply another one
-    (Method.make_trainer), as block-parallel NoProp-DT does."""
+    The runner's trainer interface: train(), gather(), close(), state() and load_state(); a method may
+    supply another one (Method.make_trainer), as block-parallel NoProp-DT does."""
 
     def __init__(self, method, optimizer, split, batch_size: int, precision: str):
-        self.steps = training_steps(method, optimizer, split, batch_size, precision)
+        self.position = {"pass": 0, "batch": 0, "order": None}
+        self.steps = training_steps(method, optimizer, split, batch_size, precision, self.position)
 
     def train(self, done: int, point: int, total: int, progress) -> dict:
         """Steps done+1..point; the interval's mean loss terms (tensors: no host sync here)."""
@@ -59,6 +70,13 @@ class SequentialTrainer:
 
     def diagnostics(self) -> list[dict]:
         return []
+
+    def state(self) -> dict | None:
+        """Where in the data the next step starts (None from a trainer that cannot be checkpointed)."""
+        return dict(self.position)
+
+    def load_state(self, state: dict) -> None:
+        self.position.update(state)
 
     def close(self) -> None:
         pass
