@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from noprop_bench.files import atomic_write_bytes
+from noprop_bench.run.messages import first_line
 
 SCHEMA = 1
 FOLDER = "checkpoints"
@@ -86,7 +87,7 @@ def load(path: Path, cell, device: torch.device, deterministic: bool) -> dict | 
         fits = state.get("schema") == SCHEMA and state.get("identity") == _identity(cell, device, deterministic)
         why = "it was written for another configuration of this cell, another kind of device or another mode"
     except Exception as e:  # noqa: BLE001 - any unreadable file means the same thing: start over
-        fits, why = False, f"it cannot be read ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        fits, why = False, f"it cannot be read ({first_line(e)})"
     if fits:
         return state
     print(f"warning: checkpoint {path} not used, {why}; {cell.label()} starts over (the file is now "
@@ -114,8 +115,7 @@ def restore(path: Path, state: dict, method, optimizer, trainer) -> None:
         if "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], method.device)
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"its checkpoint does not fit this version's model ({first}); it is now "
+        raise CheckpointError(f"its checkpoint does not fit this version's model ({first_line(e)}); it is now "
                               f"{_set_aside(path).name}, and a resume starts the cell over") from None
 
 

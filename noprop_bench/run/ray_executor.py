@@ -21,6 +21,7 @@ import traceback
 from tqdm.auto import tqdm
 
 from noprop_bench.run.jobs import cell_task, task_options
+from noprop_bench.run.messages import first_line
 from noprop_bench.run.plan import Cell
 from noprop_bench.run.results import ResultWriter
 from noprop_bench.run.runner import CellOutcome, RunOptions, SetupError
@@ -78,7 +79,7 @@ def run_cells_ray(cells: list[Cell], options: RunOptions, writer: ResultWriter |
                     outcome.error = f"{cell.label()} raised on a Ray worker: {_describe(cause)}"
                 except ray.exceptions.RayError as e:
                     outcome.error = (f"{cell.label()}: its Ray worker was lost {max_retries + 1} times "
-                                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                                     f"({first_line(e)})")
                 if writer is not None:
                     if outcome.rows:
                         writer.append(outcome.rows, outcome.diagnostics)

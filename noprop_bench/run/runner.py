@@ -27,6 +27,7 @@ from noprop_bench.measure.diagnostics import probe
 from noprop_bench.measure.flops import count_inference_flops, count_training_flops, roof
 from noprop_bench.measure.memory import CATEGORIES, probe_training_memory
 from noprop_bench.measure.timing import Clock, PeakMemory
+from noprop_bench.run.messages import first_line
 from noprop_bench.run.plan import Cell, Plan, make_plan
 from noprop_bench.run.precision import autocast, check_precision, fast_layout, matmul_mode
 from noprop_bench.run.results import ResultWriter
@@ -346,5 +347,4 @@ def _failure(cell: Cell, error: BaseException, writer: ResultWriter | None) -> s
     if writer is not None:
         path = writer.write_error(cell.id, "".join(traceback.format_exception(error)))
         where = f" (traceback: {path.relative_to(writer.out_dir)})"
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{cell.label()} raised {type(error).__name__}: {first}{where}"
+    return f"{cell.label()} raised {first_line(error)}{where}"
