@@ -11,6 +11,7 @@ tables, rendering its markdown and drawing its figures, written together into RE
   memory.py            Table 2: the tensor peak and its split, the CUDA peak, ratios to back-prop
   curves.py            accuracy against training time (Figure 3) and against inference steps
   diagnostics.py       per-block and per-t accuracies that explain the numbers
+  sittings.py          the invocations that wrote the directory, their machines and revisions (header)
 
 The report is built in a temporary folder beside its destination and moved into place, so a run killed
 while writing it leaves the previous report (or none), never half of one.
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from noprop_bench import faults
 from noprop_bench.files import atomic_write_bytes
-from noprop_bench.report import (ablations, competitors, curves, diagnostics, efficiency, memory, parallel, stability, table1,
-                                 time_to_accuracy)
+from noprop_bench.report import (ablations, competitors, curves, diagnostics, efficiency, memory, parallel, sittings,
+                                 stability, table1, time_to_accuracy)
 from noprop_bench.report.load import ReportError, Results, duplicated_cells, final_rows, load, load_results  # noqa: F401
 from noprop_bench.report.section import Options, Section
 
@@ -50,12 +51,13 @@ def header(res: Results) -> list[str]:
                   "of two versions resumed into one directory); their rows are pooled below:", ">"]
         lines += [f"> - {d}" for d in dups] + [""]
     git, machine = meta.get("git", {}), meta.get("machine", {})
+    last = " (the last invocation)" if meta.get("previous") else ""
     lines += [f"- suite(s): {', '.join(sorted(df['suite'].unique()))}; cells: {df['cell_id'].nunique()}; rows: {len(df)}",
-              f"- machine: {machine.get('label', '?')}; device(s): {', '.join(sorted(df['device'].unique()))}; "
+              f"- machine{last}: {machine.get('label', '?')}; device(s): {', '.join(sorted(df['device'].unique()))}; "
               f"torch {machine.get('torch', {}).get('version', '?')}",
-              f"- git revision: {git.get('revision')}{' (dirty)' if git.get('dirty') else ''}",
-              f"- command: `{' '.join(meta.get('command', ['?']))}`", ""]
-    return lines
+              f"- git revision{last}: {git.get('revision')}{' (dirty)' if git.get('dirty') else ''}",
+              f"- command: `{' '.join(meta.get('command', ['?']))}`"]
+    return lines + sittings.lines(meta, sittings.read(res.results_dir), set(df["cell_id"])) + [""]
 
 
 def sections(res: Results, opts: Options, out: Path) -> list[Section]:

@@ -45,8 +45,10 @@ class ResultWriter:
     """An output directory that a sweep can be resumed into.
 
     results.csv  the rows, appended and fsynced at every evaluation point;
-    cells.jsonl  the ledger: one line per finished cell ({"cell_id", "label", "error", "config"}), written after
-                 the cell's last rows are on disk. A cell is finished only once it is in the ledger.
+    cells.jsonl  the ledger: one line per finished cell ({"cell_id", "label", "error", "config", "sitting"}),
+                 written after the cell's last rows are on disk. A cell is finished only once it is in the
+                 ledger. `sitting` is the `started` time of the invocation it finished in, which ties the
+                 cell to that invocation's machine and revision in metadata.json.
     metadata.json  run metadata; earlier invocations into the same directory are kept in "previous".
     checkpoints/   CELL_ID.pt per unfinished cell (run/checkpoint.py), deleted when the cell finishes.
 
@@ -65,6 +67,7 @@ class ResultWriter:
         self.checkpoints = self.out_dir / checkpoint.FOLDER  # run/checkpoint.py: one file per unfinished cell
         self.finished: dict[str, dict] = {}  # cell_id -> ledger entry
         self.trackers = None  # run/trackers.Trackers: the rows streamed on, once they are on disk
+        self.sitting: str | None = None  # this invocation's `started` time, once its metadata is written
         self.dropped_rows = 0
         self.moved_to: Path | None = None
         if fresh and self.csv_path.exists():
@@ -166,7 +169,8 @@ class ResultWriter:
         return path
 
     def finish_cell(self, cell, error: str | None) -> None:
-        entry = {"cell_id": cell.id, "label": cell.label(), "error": error, "config": dataclasses.asdict(cell.config)}
+        entry = {"cell_id": cell.id, "label": cell.label(), "error": error, "config": dataclasses.asdict(cell.config),
+                 "sitting": self.sitting}
         with open(self.ledger_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
@@ -184,6 +188,7 @@ class ResultWriter:
             return None
 
     def write_metadata(self, meta: dict) -> None:
+        self.sitting = meta.get("started", self.sitting)
         atomic_write_bytes(self.meta_path, (json.dumps(meta, indent=2, default=str) + "\n").encode())
 
 
@@ -197,7 +202,8 @@ def read_ledger(path: Path) -> dict[str, dict]:
             continue
         if isinstance(entry, dict) and "cell_id" in entry:
             entries[entry["cell_id"]] = {"cell_id": entry["cell_id"], "label": entry.get("label"),
-                                         "error": entry.get("error"), "config": entry.get("config")}
+                                         "error": entry.get("error"), "config": entry.get("config"),
+                                         "sitting": entry.get("sitting")}
     return entries
 
 
@@ -239,7 +245,7 @@ def run_metadata(argv: list[str], device: torch.device) -> dict:
     described = machine.describe(device)
     return {
         "command": [Path(sys.argv[0]).name, *argv],
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "noprop_bench": __version__,
         "git": git_revision(),
         "python": sys.version.split()[0],
