@@ -349,9 +349,11 @@ def run(args, argv: list[str]) -> int:
     if meta["previous"]:
         meta["previous"][-1].pop("cells", None)  # the union is kept at the top level
     if args.executor == "local" and todo and not args.no_flops:  # measured once, before any cell
-        from noprop_bench.measure.flops import roof, roof_size
-        meta["roof_gflops"] = {p: roof(device, p) for p in sorted({c.precision for c in todo})}
-        meta["roof"] = f"{roof_size(device)}^3 matrix product per precision (measure/flops.py), GFLOP/s"
+        from noprop_bench.measure.flops import roof, roof_n
+        precisions = sorted({c.precision for c in todo})
+        meta["roof_gflops"] = {p: roof(device, p) for p in precisions}
+        meta["roof_n"] = {p: roof_n(device, p) for p in precisions}
+        meta["roof"] = "n^3 matrix product per precision, n in roof_n (measure/flops.py), GFLOP/s"
     meta["trackers"] = args.track
     writer.write_metadata(meta)
     if args.track:

@@ -9,7 +9,8 @@ import torch
 
 from noprop_bench import cli as run_bench
 from noprop_bench.data import get_spec
-from noprop_bench.measure.flops import count_inference_flops, count_training_flops, matmul_roof
+from noprop_bench.measure.flops import (_product_timer, count_inference_flops, count_training_flops, fitted_size,
+                                        matmul_roof)
 from noprop_bench.run.precision import autocast
 from noprop_bench.run.step import train_step
 from noprop_bench.run.suites import expand, load_suite
@@ -35,6 +36,7 @@ def test_a_resume_with_another_precision_runs_its_own_cells(tmp_path):
     assert sorted(df.groupby("precision")["cell_id"].nunique().items()) == [("bf16", 1), ("fp32", 1)]
     meta = json.loads((out / "metadata.json").read_text())
     assert set(meta["roof_gflops"]) == {"bf16"} and meta["roof_gflops"]["bf16"] > 0  # this run's roof
+    assert meta["roof_n"]["bf16"] in (256, 512, 1024, 2048)  # the product's size is recorded with it
 
 
 def test_rows_carry_precision_flops_and_the_roof(tmp_path):
@@ -111,3 +113,26 @@ def test_bf16_is_autocast_with_float32_master_weights_and_optimiser_state(local_
 def test_the_roof_is_a_positive_rate_per_precision():
     assert matmul_roof(torch.device("cpu"), "fp32", n=256, seconds=0.01) > 0
     assert matmul_roof(torch.device("cpu"), "bf16", n=256, seconds=0.01) > 0
+
+
+def test_the_roof_product_is_the_largest_that_takes_at_most_a_second():
+    tried = []
+
+    def at(gflops):  # a device whose n^3 product runs at `gflops`
+        def time_product(n):
+            tried.append(n)
+            return 2 * n ** 3 / (gflops * 1e9)
+        return time_product
+
+    assert fitted_size(at(100), cap=2048) == 2048 and tried == [256, 512, 1024]  # a BLAS rate: the cap
+    tried.clear()
+    # an emulated precision at 1 GFLOP/s: 512^3 takes 0.27 s, so 1024^3 (2.1 s) is never run
+    assert fitted_size(at(1), cap=2048) == 512 and tried == [256, 512]
+    tried.clear()
+    assert fitted_size(at(0.01), cap=2048) == 256 and tried == [256]  # the smallest size is the floor
+
+
+def test_sizing_the_roof_leaves_the_random_stream_alone():
+    state = torch.get_rng_state()
+    assert _product_timer(torch.device("cpu"), "fp32")(256) > 0
+    assert torch.equal(torch.get_rng_state(), state)  # a cell seeded before it draws what it would have

@@ -129,6 +129,15 @@ def test_report_errors_name_the_problem(tmp_path, capsys):
     assert "lacks column(s) suite, cell_id" in capsys.readouterr().err
 
 
+def test_rows_of_a_cell_that_never_finished_are_not_a_report(tmp_path, capsys):
+    out = tmp_path / "r"
+    ResultWriter(out).append([{**BASE, "method": "backprop", "seed": 0, "cell_id": "c", "inference_run": 0,
+                               "test_acc": 99.0}])  # a first cell killed after its first point
+    assert (out / "cells.jsonl").read_text() == ""  # the ledger exists and names no finished cell
+    assert run(["report", out]) == 2
+    assert "has no rows of a finished cell yet" in capsys.readouterr().err
+
+
 def thresholds(tmp_path, dt: float, bp: float = 50.0, tight_dt=""):
     path = tmp_path / "thresholds.csv"
     path.write_text("# test thresholds\nsuite,method,dataset,embedding,min_test_acc,tight_min_test_acc\n"

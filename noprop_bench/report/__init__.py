@@ -57,7 +57,7 @@ def header(res: Results) -> list[str]:
               f"torch {machine.get('torch', {}).get('version', '?')}",
               f"- git revision{last}: {git.get('revision')}{' (dirty)' if git.get('dirty') else ''}",
               f"- command: `{' '.join(meta.get('command', ['?']))}`"]
-    return lines + sittings.lines(meta, sittings.read(res.results_dir), set(df["cell_id"])) + [""]
+    return lines + sittings.lines(meta, res.ledger, set(df["cell_id"])) + [""]
 
 
 def sections(res: Results, opts: Options, out: Path) -> list[Section]:

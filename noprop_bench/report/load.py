@@ -12,6 +12,7 @@ import pandas as pd
 
 from noprop_bench.data.specs import DATASETS
 from noprop_bench.methods.catalog import BUILTIN, EMBEDDINGS
+from noprop_bench.run.results import read_ledger
 
 NEEDED = ["suite", "cell_id", "method", "dataset", "embedding", "seed", "config", "precision", "epoch", "step",
           "eval_setting", "inference_steps", "solver", "inference_run", "test_acc", "train_acc", "cum_train_time_s",
@@ -31,6 +32,7 @@ class Results:
     meta: dict                # metadata.json
     diag: pd.DataFrame        # diagnostics.csv rows of the finished cells (maybe empty)
     results_dir: Path
+    ledger: dict              # cells.jsonl: cell id -> its last entry (empty where there is none)
 
     @property
     def final(self) -> pd.DataFrame:
@@ -38,6 +40,16 @@ class Results:
 
 
 def load_results(results_dir: Path) -> tuple[pd.DataFrame, dict]:
+    df, meta, _ = _load(results_dir)
+    return df, meta
+
+
+def load(results_dir: Path) -> Results:
+    df, meta, ledger = _load(results_dir)
+    return Results(df, meta, load_diagnostics(results_dir, df["cell_id"].unique()), Path(results_dir), ledger)
+
+
+def _load(results_dir: Path) -> tuple[pd.DataFrame, dict, dict]:
     results_dir = Path(results_dir)
     csv_path = results_dir / "results.csv"
     if not csv_path.is_file():
@@ -51,10 +63,10 @@ def load_results(results_dir: Path) -> tuple[pd.DataFrame, dict]:
     if missing:
         raise ReportError(f"{csv_path} lacks column(s) {', '.join(missing)}; it was written by another version of "
                           f"noprop-bench")
-    ledger = results_dir / "cells.jsonl"
-    if ledger.exists():  # rows of an interrupted cell are not results
-        from noprop_bench.run.results import read_ledger
-        done = {k for k, v in read_ledger(ledger).items() if v["error"] is None}
+    ledger_path = results_dir / "cells.jsonl"
+    ledger = read_ledger(ledger_path) if ledger_path.exists() else {}
+    if ledger_path.exists():  # rows of an interrupted cell are not results
+        done = {k for k, v in ledger.items() if v["error"] is None}
         df = df[df["cell_id"].isin(done)]
     if df.empty:
         raise ReportError(f"{csv_path} has no rows of a finished cell yet")
@@ -64,12 +76,7 @@ def load_results(results_dir: Path) -> tuple[pd.DataFrame, dict]:
         meta = json.loads((results_dir / "metadata.json").read_text())
     except (OSError, ValueError):
         meta = {}
-    return df.reset_index(drop=True), meta
-
-
-def load(results_dir: Path) -> Results:
-    df, meta = load_results(results_dir)
-    return Results(df, meta, load_diagnostics(results_dir, df["cell_id"].unique()), Path(results_dir))
+    return df.reset_index(drop=True), meta, ledger
 
 
 def load_diagnostics(results_dir: Path, cells) -> pd.DataFrame:

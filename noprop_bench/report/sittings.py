@@ -1,12 +1,11 @@
 """The invocations ("sittings") that wrote a results directory, and the machine each ran on.
 
 A resumed sweep can finish its cells on different machines, or under one machine label on different
-hardware (two cloud instances of the same name, one without AVX-512), and at different revisions. Times, FLOP/s and roofs are then comparable only within a sitting, so the report lists the
-sittings, which cells finished in each (the ledger's `sitting`), and warns when the machines differ.
+hardware (two cloud instances of the same name, one without AVX-512), and at different revisions. Times,
+FLOP/s and roofs are then comparable only within a sitting, so the report lists the sittings, which cells
+finished in each (the ledger's `sitting`), and warns when the machines differ.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 
 def machine_key(machine: dict) -> tuple:
@@ -30,33 +29,31 @@ def sittings(meta: dict) -> list[dict]:
 
 
 def lines(meta: dict, ledger: dict[str, dict], shown: set[str]) -> list[str]:
-    """Header lines for a directory written by more than one invocation; nothing for one. `shown`: the
-    ids of the cells whose rows are in the report."""
+    """Header lines for a directory written by more than one invocation, or with cells that finished in an
+    invocation metadata.json does not hold; nothing otherwise. `shown`: the ids of the cells whose rows are
+    in the report."""
     all_ = sittings(meta)
-    if len(all_) < 2:
-        return []
     by_sitting: dict[str | None, list[str]] = {}
     for cell_id, entry in ledger.items():
         if cell_id in shown and entry.get("error") is None:
             by_sitting.setdefault(entry.get("sitting"), []).append(entry.get("label") or cell_id)
-    out = [f"- sittings ({len(all_)} invocations into this directory, oldest first; the cells that finished in each):"]
+    foreign = set(by_sitting) - {None} - {s.get("started") for s in all_}
+    if len(all_) < 2 and not foreign:
+        return []
+    out = [f"- sittings ({len(all_)} invocation(s) recorded in metadata.json, oldest first; the cells that "
+           "finished in each):"]
     for s in all_:
         rev = ((s.get("git") or {}).get("revision") or "?")[:7]
         cells = ", ".join(sorted(by_sitting.pop(s.get("started"), []))) or "none"
         out.append(f"  - {s.get('started', '?')}, revision {rev}, {describe(s.get('machine') or {})}: {cells}")
-    unknown = sorted(label for labels in by_sitting.values() for label in labels)
+    unknown = sorted(by_sitting.pop(None, []))
     if unknown:
         out.append(f"  - not recorded (the ledger names no sitting): {', '.join(unknown)}")
+    for started, labels in sorted(by_sitting.items()):  # e.g. metadata.json replaced by another run's
+        out.append(f"  - {started}, not in metadata.json (its machine is unknown): {', '.join(sorted(labels))}")
     machines = {machine_key(s.get("machine") or {}) for s in all_}
     if len(machines) > 1:
         out += ["", f"> ⚠ **The cells ran on {len(machines)} different machines** (label, instruction sets, GPU, "
                 "torch build or threads differ between the sittings above): compare times, FLOP/s and roofs only "
                 "between cells of the same machine."]
     return out
-
-
-def read(results_dir: Path) -> dict[str, dict]:
-    from noprop_bench.run.results import read_ledger
-    path = Path(results_dir) / "cells.jsonl"
-    return read_ledger(path) if path.exists() else {}
-
